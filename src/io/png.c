@@ -1,0 +1,458 @@
+/* png.c - PNG output (libpng), the float -> RGB8 conversion, and the A1111
+ * "parameters" infotext.  Implements zimage_write_png and zimage_infotext
+ * (include/zimage.h); internals in png.h.
+ *
+ * Infotext (A1111 modules/processing.py create_infotext, which sd-webui
+ * forks, Civitai and most readers parse):
+ *
+ *   <prompt>
+ *   Negative prompt: <negative>                  (only when non-empty)
+ *   Steps: 8, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Seed: 42,
+ *   Size: 1024x1024, Model: Z-Image-Turbo, RNG: CPU, Version: zimage 0.1.0
+ *
+ * (the last line is one line).  Keys in A1111's order; "Model" only with a
+ * model name; "RNG" is A1111's randn_source: "CPU" for the torch CPU
+ * generator, "NV" for the CUDA Philox generator computed on the host (what
+ * A1111 calls NV); "CFG normalization" / "CFG truncation" (our extra keys,
+ * placed where A1111 puts extra_generation_params) only when not default
+ * (0 / 1).  A value containing ',', ':' or a newline is written as a JSON
+ * string (A1111 infotext_utils.quote); the prompts are written as they are,
+ * newlines included; the whole text is stripped of leading whitespace like
+ * Python's str.strip().  W x H is width x height.
+ */
+#include "png.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <png.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zimage.h"
+
+/* ------------------------------------------------------------------------
+ * float image -> uint8
+ * ---------------------------------------------------------------------- */
+
+void zimg_to_u8(const float *img, uint8_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float h = img[i] * 0.5f;
+        float y = h + 0.5f;
+        if (!(y == y)) { /* NaN */
+            out[i] = 0;
+            continue;
+        }
+        y = y < 0.0f ? 0.0f : (y > 1.0f ? 1.0f : y);
+        float s = y * 255.0f;
+        out[i] = (uint8_t)rintf(s); /* round half to even (default rounding mode) */
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * text chunk encoding
+ * ---------------------------------------------------------------------- */
+
+/* Decode one UTF-8 sequence at s (len bytes left); returns its length and
+ * the code point in *cp, or 0 for an invalid sequence. */
+static int utf8_next(const unsigned char *s, size_t len, uint32_t *cp) {
+    unsigned c = s[0];
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    int n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+    if (!n || c > 0xF4 || (size_t)n > len) return 0;
+    uint32_t v = c & (0x3Fu >> (n - 1));
+    for (int k = 1; k < n; k++) {
+        if ((s[k] & 0xC0) != 0x80) return 0;
+        v = (v << 6) | (s[k] & 0x3F);
+    }
+    static const uint32_t minv[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < minv[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return n;
+}
+
+/* Latin-1 copy of UTF-8 text into *out (malloc'd); *out = NULL when some
+ * code point is above U+00FF (the text then goes to iTXt).  Bytes that are
+ * not UTF-8 are kept as they are (tEXt holds bytes).  -1: out of memory. */
+static int to_latin1(const char *t, char **out) {
+    size_t len = strlen(t);
+    char *o = malloc(len + 1);
+    *out = NULL;
+    if (!o) return -1;
+    size_t j = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int k = utf8_next((const unsigned char *)t + i, len - i, &cp);
+        if (!k) { /* not UTF-8: raw byte */
+            o[j++] = t[i++];
+            continue;
+        }
+        if (cp > 0xFF) {
+            free(o);
+            return 0;
+        }
+        o[j++] = (char)cp;
+        i += (size_t)k;
+    }
+    o[j] = 0;
+    *out = o;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * libpng encoding to memory
+ * ---------------------------------------------------------------------- */
+
+typedef struct membuf {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+    char msg[256];
+} membuf;
+
+static void mb_write(png_structp png, png_bytep data, png_size_t len) {
+    membuf *m = png_get_io_ptr(png);
+    if (m->n + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 65536;
+        while (cap < m->n + len) cap *= 2;
+        uint8_t *q = realloc(m->p, cap);
+        if (!q) {
+            m->oom = 1;
+            png_error(png, "out of memory");
+        }
+        m->p = q;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, len);
+    m->n += len;
+}
+
+static void mb_flush(png_structp png) { (void)png; }
+
+static void png_err_cb(png_structp png, png_const_charp msg) {
+    membuf *m = png_get_error_ptr(png);
+    snprintf(m->msg, sizeof m->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void png_warn_cb(png_structp png, png_const_charp msg) {
+    (void)png;
+    (void)msg;
+}
+
+/* Everything the setjmp-protected part touches lives in *j (no locals that
+ * change after setjmp).  Returns 0, or 1 after a libpng error (message in
+ * j->m.msg). */
+typedef struct png_job {
+    membuf m;
+    png_structp png;
+    png_infop info;
+    const uint8_t *rgb;
+    int width, height;
+    const char *latin, *utf8; /* text for tEXt / iTXt (at most one set) */
+    const zpng_opts *o;
+} png_job;
+
+static __attribute__((noinline)) int encode_core(png_job *j) {
+    if (setjmp(png_jmpbuf(j->png))) return 1;
+    png_set_write_fn(j->png, &j->m, mb_write, mb_flush);
+    png_set_IHDR(j->png, j->info, (png_uint_32)j->width, (png_uint_32)j->height, 8, PNG_COLOR_TYPE_RGB,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(j->png, j->o->level);
+    png_set_compression_strategy(j->png, j->o->strategy);
+    png_set_filter(j->png, PNG_FILTER_TYPE_BASE, j->o->filters & ZPNG_FILTER_ALL);
+    if (j->latin || j->utf8) {
+        png_text t;
+        memset(&t, 0, sizeof t);
+        t.key = (png_charp) "parameters";
+        if (j->latin) {
+            t.compression = PNG_TEXT_COMPRESSION_NONE;
+            t.text = (png_charp)j->latin;
+            t.text_length = strlen(j->latin);
+        } else {
+            t.compression = PNG_ITXT_COMPRESSION_NONE;
+            t.text = (png_charp)j->utf8;
+            t.lang = (png_charp) "";
+            t.lang_key = (png_charp) "";
+        }
+        png_set_text(j->png, j->info, &t, 1);
+    }
+    png_write_info(j->png, j->info);
+    for (int y = 0; y < j->height; y++) png_write_row(j->png, j->rgb + (size_t)y * (size_t)j->width * 3);
+    png_write_end(j->png, j->info);
+    return 0;
+}
+
+int zpng_encode(const uint8_t *rgb, int width, int height, const char *text, const zpng_opts *opts, uint8_t **out,
+                size_t *out_len, zerr *e) {
+    static const zpng_opts defo = ZPNG_OPTS_DEFAULT;
+    const zpng_opts *o = opts ? opts : &defo;
+    if (!out || !out_len) return zerr_set(e, ZE_INVALID, "png: no output buffer");
+    *out = NULL;
+    *out_len = 0;
+    if (!rgb || width <= 0 || height <= 0) return zerr_set(e, ZE_INVALID, "png: bad image %dx%d", width, height);
+    if ((uint64_t)width * 3 > (uint64_t)1 << 30 || (uint64_t)width * (uint64_t)height > (uint64_t)1 << 31)
+        return zerr_set(e, ZE_INVALID, "png: image %dx%d too large", width, height);
+    if (o->level < 0 || o->level > 9 || o->strategy < 0 || o->strategy > 4 || !(o->filters & ZPNG_FILTER_ALL))
+        return zerr_set(e, ZE_INVALID, "png: bad options (level %d, filters 0x%x, strategy %d)", o->level,
+                        o->filters, o->strategy);
+
+    char *latin = NULL;
+    if (text && to_latin1(text, &latin)) return zerr_set(e, ZE_NOMEM, "png: out of memory");
+    png_job j;
+    memset(&j, 0, sizeof j);
+    j.rgb = rgb;
+    j.width = width;
+    j.height = height;
+    j.latin = latin;
+    j.utf8 = latin ? NULL : text;
+    j.o = o;
+    j.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j.m, png_err_cb, png_warn_cb);
+    j.info = j.png ? png_create_info_struct(j.png) : NULL;
+    if (!j.png || !j.info) {
+        png_destroy_write_struct(&j.png, NULL);
+        free(latin);
+        return zerr_set(e, ZE_NOMEM, "png: cannot create the libpng writer");
+    }
+    int failed = encode_core(&j);
+    png_destroy_write_struct(&j.png, &j.info);
+    free(latin);
+    if (failed) {
+        free(j.m.p);
+        return zerr_set(e, j.m.oom ? ZE_NOMEM : ZE_IO, "png: encoding failed: %s", j.m.msg);
+    }
+    *out = j.m.p;
+    *out_len = j.m.n;
+    return ZE_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * atomic file write
+ * ---------------------------------------------------------------------- */
+
+static int write_all(int fd, const uint8_t *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Create "<dir>/.<base>.<unique>.tmp" next to path with O_EXCL (mode 0666
+ * minus umask, like fopen).  Returns the fd, or -1 with errno set. */
+static int open_temp(const char *path, char *tmp, size_t tmplen) {
+    static atomic_uint counter;
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    const char *base = slash ? slash + 1 : path;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        unsigned k = atomic_fetch_add(&counter, 1u);
+        int r = snprintf(tmp, tmplen, "%.*s.%s.%ld.%u.%lx.tmp", dirlen, path, base, (long)getpid(), k,
+                         (unsigned long)ts.tv_nsec);
+        if (r < 0 || (size_t)r >= tmplen) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST) return fd;
+    }
+    return -1;
+}
+
+int zpng_write(const char *path, const uint8_t *rgb, int width, int height, const char *text,
+               const zpng_opts *opts, zerr *e) {
+    if (!path || !*path) return zerr_set(e, ZE_INVALID, "png: empty output path");
+    size_t plen = strlen(path);
+    if (path[plen - 1] == '/') return zerr_set(e, ZE_INVALID, "cannot write '%s': the path is a folder", path);
+    static const zpng_opts defo = ZPNG_OPTS_DEFAULT;
+    uint8_t *buf;
+    size_t len;
+    ZTRY(zpng_encode(rgb, width, height, text, opts, &buf, &len, e));
+    const zpng_opts *o = opts ? opts : &defo;
+
+    size_t tmplen = plen + 96;
+    char *tmp = malloc(tmplen);
+    if (!tmp) {
+        free(buf);
+        return zerr_set(e, ZE_NOMEM, "png: out of memory");
+    }
+    int rc = ZE_OK;
+    int fd = open_temp(path, tmp, tmplen);
+    if (fd < 0) {
+        rc = zerr_set(e, ZE_IO, "cannot write '%s': cannot create a file in its folder: %s", path, strerror(errno));
+        goto done;
+    }
+    if (write_all(fd, buf, len) || (o->sync && fsync(fd))) {
+        rc = zerr_set(e, ZE_IO, "cannot write '%s': %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        goto done;
+    }
+    if (close(fd)) {
+        rc = zerr_set(e, ZE_IO, "cannot write '%s': %s", path, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+    if (rename(tmp, path)) {
+        rc = zerr_set(e, ZE_IO, "cannot write '%s': %s", path, strerror(errno));
+        unlink(tmp);
+        goto done;
+    }
+done:
+    free(tmp);
+    free(buf);
+    return rc;
+}
+
+int zimage_write_png(const char *path, const uint8_t *rgb, int width, int height, const char *text, char *err,
+                     size_t errlen) {
+    zerr e = {0};
+    int rc = zpng_write(path, rgb, width, height, text, NULL, &e);
+    if (err && errlen) snprintf(err, errlen, "%s", rc ? e.msg : "");
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * infotext
+ * ---------------------------------------------------------------------- */
+
+typedef struct sbuf {
+    char *p;
+    size_t n, cap;
+    int over;
+} sbuf;
+
+static void sb_putn(sbuf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->over = 1;
+        return;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
+
+/* A1111 infotext_utils.quote: as is unless it contains ',', ':' or '\n',
+ * else json.dumps(v, ensure_ascii=False). */
+static void sb_value(sbuf *b, const char *v) {
+    if (!strpbrk(v, ",:\n")) {
+        sb_puts(b, v);
+        return;
+    }
+    sb_putn(b, "\"", 1);
+    for (const unsigned char *s = (const unsigned char *)v; *s; s++) {
+        char esc[8];
+        switch (*s) {
+        case '"': sb_puts(b, "\\\""); break;
+        case '\\': sb_puts(b, "\\\\"); break;
+        case '\n': sb_puts(b, "\\n"); break;
+        case '\r': sb_puts(b, "\\r"); break;
+        case '\t': sb_puts(b, "\\t"); break;
+        case '\b': sb_puts(b, "\\b"); break;
+        case '\f': sb_puts(b, "\\f"); break;
+        default:
+            if (*s < 0x20) {
+                snprintf(esc, sizeof esc, "\\u%04x", *s);
+                sb_puts(b, esc);
+            } else {
+                sb_putn(b, (const char *)s, 1);
+            }
+        }
+    }
+    sb_putn(b, "\"", 1);
+}
+
+static void sb_key(sbuf *b, const char *k, const char *v) {
+    if (b->n && b->p[b->n - 1] != '\n') sb_puts(b, ", ");
+    sb_puts(b, k);
+    sb_puts(b, ": ");
+    sb_value(b, v);
+}
+
+/* Shortest decimal that reads back as the same float (Python repr style
+ * for the value the user gave: 1 -> "1", 7.5 -> "7.5", 1.1f -> "1.1"). */
+static void fmt_float(char *o, size_t n, float v) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(o, n, "%.*g", prec, (double)v);
+        if (strtof(o, NULL) == v) return;
+    }
+}
+
+/* Length of leading Python-whitespace (str.isspace) at s, in bytes. */
+static size_t py_space_len(const char *s) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    for (;;) {
+        unsigned c = u[i];
+        if (c == ' ' || (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x1F)) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        int k = c >= 0x80 ? utf8_next(u + i, strlen(s + i), &cp) : 0;
+        if (k && (cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+                  cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000)) {
+            i += (size_t)k;
+            continue;
+        }
+        return i;
+    }
+}
+
+int zimage_infotext(const zimage_params *p, int64_t seed, const char *model_name, char *buf, size_t buflen) {
+    if (!p || !buf || !buflen) return ZIMAGE_EINVAL;
+    sbuf b = {buf, 0, buflen, 0};
+    buf[0] = 0;
+    const char *prompt = p->prompt ? p->prompt : "";
+    const char *neg = p->negative_prompt ? p->negative_prompt : "";
+    sb_puts(&b, prompt);
+    if (*neg) {
+        sb_puts(&b, "\nNegative prompt: ");
+        sb_puts(&b, neg);
+    }
+    sb_puts(&b, "\n");
+    char v[64];
+    snprintf(v, sizeof v, "%d", p->steps);
+    sb_key(&b, "Steps", v);
+    sb_key(&b, "Sampler", "Euler");
+    sb_key(&b, "Schedule type", "Simple");
+    fmt_float(v, sizeof v, p->cfg_scale);
+    sb_key(&b, "CFG scale", v);
+    snprintf(v, sizeof v, "%lld", (long long)seed);
+    sb_key(&b, "Seed", v);
+    snprintf(v, sizeof v, "%dx%d", p->width, p->height);
+    sb_key(&b, "Size", v);
+    if (model_name && *model_name) sb_key(&b, "Model", model_name);
+    sb_key(&b, "RNG", p->rng == ZIMAGE_RNG_CUDA ? "NV" : "CPU");
+    if (p->cfg_normalization != 0.0f) {
+        fmt_float(v, sizeof v, p->cfg_normalization);
+        sb_key(&b, "CFG normalization", v);
+    }
+    if (p->cfg_truncation != 1.0f) {
+        fmt_float(v, sizeof v, p->cfg_truncation);
+        sb_key(&b, "CFG truncation", v);
+    }
+    sb_key(&b, "Version", "zimage " ZIMAGE_VERSION);
+    if (b.over) {
+        buf[0] = 0;
+        return ZIMAGE_EINVAL;
+    }
+    size_t lead = py_space_len(buf); /* str.strip(): the end is never blank */
+    if (lead) memmove(buf, buf + lead, b.n - lead + 1);
+    return ZIMAGE_OK;
+}
