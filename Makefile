@@ -45,7 +45,8 @@ else
 endif
 ifeq ($(FLAVOUR),cuda)
   FLAV_CFLAGS := -DZIMAGE_HAVE_CUDA -I$(CUDA_HOME)/include
-  FLAV_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudnn -lcudart
+  # nvcc's host stubs need the C++ runtime (static-init guards), not C++ code of ours
+  FLAV_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudnn -lcudart -lstdc++
   FLAV_CU := $(CU_SRC)
 else
   FLAV_CFLAGS :=

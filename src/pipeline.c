@@ -85,7 +85,11 @@ static int load_models(zimage_ctx *ctx) {
     double t0 = ztime_now();
     if (m & ZIMAGE_LOAD_TE) {
         ZTRY(qwen3_load(&ctx->te, &ctx->te_cfg, ctx->be, ctx->te_src, e));
-        ctx->te_loaded = 1;
+        ctx->te_loaded = ctx->have_te = 1;
+        if (ctx->opt.offload_te) { /* checked; now off the device until a prompt needs it */
+            qwen3_free(&ctx->te);
+            ctx->te_loaded = 0;
+        }
     }
     if (m & ZIMAGE_LOAD_DIT) {
         ZTRY(dit_load(&ctx->dit, &ctx->dit_cfg, ctx->be, ctx->dit_src, e));
@@ -234,8 +238,26 @@ static uint64_t hash_ids(const int32_t *ids, int n) {
     return h ? h : 1;
 }
 
-/* Run the text encoder on ids -> host features [n, D] (malloc'd). */
+/* Run the text encoder on ids -> host features [n, D] (malloc'd).  With
+ * offload_te the weights are on the device only for the call. */
+static int run_encoder_resident(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out);
 static int run_encoder(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out) {
+    if (!ctx->have_te) return zerr_set(&ctx->err, ZE_INVALID, "this context has no text encoder loaded");
+    if (!ctx->te_loaded) {
+        double t0 = ztime_now();
+        ZTRY(qwen3_load(&ctx->te, &ctx->te_cfg, ctx->be, ctx->te_src, &ctx->err));
+        ctx->te_loaded = 1;
+        ZLOGI("text encoder uploaded in %.2f s", ztime_now() - t0);
+    }
+    int rc = run_encoder_resident(ctx, ids, n, feat_out);
+    if (ctx->opt.offload_te) {
+        qwen3_free(&ctx->te);
+        ctx->te_loaded = 0;
+    }
+    return rc;
+}
+
+static int run_encoder_resident(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out) {
     int64_t d = ctx->te_cfg.hidden_size;
     zexec zx;
     /* measure, reserve, run */
@@ -328,7 +350,7 @@ int zimage_validate(zimage_ctx *ctx, const zimage_params *p) {
         return zerr_set(e, ZE_INVALID, "max sequence length must be between 1 and 65536 (got %d)",
                         p->max_sequence_length);
     if (!ctx->tok) return zerr_set(e, ZE_INVALID, "no tokenizer: give a model folder (-m) or --tokenizer FILE");
-    if (!ctx->te_loaded || !ctx->dit_loaded || !ctx->vae_loaded)
+    if (!ctx->have_te || !ctx->dit_loaded || !ctx->vae_loaded)
         return zerr_set(e, ZE_INVALID, "this context was created without all model components");
     return ZE_OK;
 }
@@ -336,7 +358,7 @@ int zimage_validate(zimage_ctx *ctx, const zimage_params *p) {
 int zimage_encode_prompt(zimage_ctx *ctx, const char *prompt, int max_length, float **feat, int *n_tokens, int *dim) {
     zerr_clear(&ctx->err);
     *feat = NULL;
-    if (!ctx->te_loaded) return zerr_set(&ctx->err, ZE_INVALID, "this context has no text encoder loaded");
+    if (!ctx->have_te) return zerr_set(&ctx->err, ZE_INVALID, "this context has no text encoder loaded");
     int32_t *ids = NULL;
     int n = 0;
     ZTRY(zpipe_tokenize(ctx, prompt, max_length, &ids, &n));

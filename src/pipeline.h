@@ -52,7 +52,8 @@ struct zimage_ctx {
     qwen3_model te;
     dit_model dit;
     vae_model vae;
-    int te_loaded, dit_loaded, vae_loaded;
+    int have_te;                       /* the text encoder is part of this context */
+    int te_loaded, dit_loaded, vae_loaded; /* resident on the backend */
     zarena scratch;
     zarena persist;
     /* prompt cache */

@@ -24,6 +24,7 @@
 
 #include "base/half.h"
 #include "ops/cpu/cpu_backend.h"
+#include "ops/cpu/cpu_internal.h"
 #include "ops/ops.h"
 
 #define TOL32 1e-5
@@ -210,7 +211,7 @@ static void check_matmul(int64_t M, int64_t N, int64_t K, zt_dtype wdt, zt_dtype
 static void test_matmul_shapes(void **state) {
     (void)state;
     static const int64_t shp[][3] = {{1, 1, 1}, {1, 37, 19}, {7, 33, 13}, {33, 1, 130}, {33, 65, 130},
-                                     {64, 200, 257}, {7, 129, 1001}, {130, 70, 64}};
+                                     {64, 200, 257}, {7, 129, 1001}, {130, 70, 64}, {500, 50, 300}};
     for (size_t i = 0; i < sizeof shp / sizeof shp[0]; i++)
         for (int bias = 0; bias < 2; bias++)
             for (int acc = 0; acc < 2; acc++)
@@ -224,9 +225,12 @@ static void test_matmul_half_weights(void **state) {
         check_matmul(shp[i][0], shp[i][1], shp[i][2], ZT_BF16, ZT_F32, ZT_F32, (int)(i & 1), 0);
         check_matmul(shp[i][0], shp[i][1], shp[i][2], ZT_F16, ZT_F32, ZT_F32, (int)(~i & 1), (int)(i & 1));
     }
-    /* weights larger than the widening budget (2 threads x 2M floats): tiled path */
+    /* column tiles of w widened per task; the second one larger than a tile
+     * budget allows (N*K > 2 threads x 2 tiles x 4M floats) */
     check_matmul(3, 1100, 4000, ZT_BF16, ZT_F32, ZT_F32, 1, 0);
-    check_matmul(test_quick() ? 2 : 40, 1030, 4100, ZT_F16, ZT_F32, ZT_F32, 0, 1);
+    check_matmul(test_quick() ? 2 : 40, 4200, 4100, ZT_F16, ZT_F32, ZT_F32, 0, 1);
+    /* narrow N, many rows: row tasks sharing a wholly widened w */
+    check_matmul(300, 40, 700, ZT_BF16, ZT_F32, ZT_F32, 1, 0);
     /* embedding-sized N (LM head), K small */
     check_matmul(2, test_quick() ? 40000 : 151936, 64, ZT_BF16, ZT_F32, ZT_F32, 0, 0);
 }
@@ -915,11 +919,54 @@ static void test_conv2d(void **state) {
     check_conv(1, 8, 8, 12, 16, 3, 3, 1, 1, 1, 1, 1, 1, ZT_F16, ZT_F32);
     check_conv(1, 6, 5, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, ZT_F32, ZT_BF16);  /* non-F32 activations */
     check_conv(1, 6, 6, 8, 4, 3, 3, 2, 0, 0, 1, 1, 1, ZT_BF16, ZT_F16);
-    /* more output pixels than one im2col tile (2 threads x 2M floats / 576) */
-    if (test_quick())
-        check_conv(1, 40, 40, 128, 8, 3, 3, 1, 1, 1, 1, 1, 1, ZT_F32, ZT_F32); /* 1152-wide rows, 2 tiles */
-    else
-        check_conv(1, 90, 90, 64, 16, 3, 3, 1, 1, 1, 1, 1, 1, ZT_BF16, ZT_F32);
+    /* many pixel tasks; im2col rows of 1152 */
+    check_conv(1, 40, 40, 128, 8, 3, 3, 1, 1, 1, 1, 1, 1, ZT_F32, ZT_F32);
+    if (!test_quick()) check_conv(1, 90, 90, 64, 16, 3, 3, 1, 1, 1, 1, 1, 1, ZT_BF16, ZT_F32);
+    /* weights too large to widen whole (1024 x 9216 > 8M): shared tiles + zcpu_gemm */
+    check_conv(1, 3, 4, 1024, 1024, 3, 3, 1, 1, 1, 1, 1, 1, ZT_BF16, ZT_F32);
+    check_conv(1, 3, 3, 1024, 1000, 3, 3, 2, 0, 0, 1, 1, 0, ZT_F16, ZT_BF16);
+}
+
+/* The backend's polynomial e^x (softmax, silu, groupnorm): <= 3e-7 relative
+ * on [-87, 88], 0 below -87.4 (and for -inf), NaN stays NaN; silu of large
+ * |x| stays finite. */
+static void test_vector_exp(void **state) {
+    (void)state;
+    int64_t n = 200003;
+    float *x = hmalloc((size_t)n * 4), *y = hmalloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) x[i] = -87.0f + 174.99f * (float)i / (float)(n - 1);
+    memcpy(y, x, (size_t)n * 4);
+    zcpu_vexp_sub(y, n, 0.0f);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double want = exp((double)x[i]), r = fabs(y[i] - want) / want;
+        if (r > worst) worst = r;
+    }
+    printf("  vexp max relative error on [-87, 88]: %.3e\n", worst);
+    assert_true(worst <= 3e-7);
+    float sp[7] = {-87.5f, -100.0f, -1e30f, -INFINITY, NAN, 0.0f, 1.0f};
+    zcpu_vexp_sub(sp, 7, 0.0f);
+    assert_true(sp[0] == 0.0f && sp[1] == 0.0f && sp[2] == 0.0f && sp[3] == 0.0f);
+    assert_true(isnan(sp[4]));
+    assert_true(sp[5] == 1.0f);
+    assert_true(fabsf(sp[6] - 2.7182817f) <= 1e-6f);
+    /* vexp_sub subtracts first (softmax: x - max) */
+    float e2[5] = {3.0f, 2.0f, 1.0f, 0.5f, 3.0f};
+    zcpu_vexp_sub(e2, 5, 3.0f);
+    assert_true(e2[0] == 1.0f && e2[4] == 1.0f && fabsf(e2[3] - expf(-2.5f)) <= 1e-7f);
+    float sx[9] = {-1e6f, -1000.0f, -90.0f, -20.0f, 0.0f, 20.0f, 90.0f, 1000.0f, 1e6f}, sy[9];
+    zcpu_vsilu(sy, sx, 9);
+    for (int i = 0; i < 9; i++) {
+        double want = (double)sx[i] / (1.0 + exp(-(double)sx[i]));
+        assert_true(isfinite(sy[i]));
+        assert_true(fabs(sy[i] - want) <= 1e-6 * fabs(want) + 1e-30);
+    }
+    float mx[11] = {-5, -3, -9, 2, -1, 7, 6.5f, -100, 7, 0, 1};
+    for (int k = 1; k <= 11; k++) {
+        float want = mx[0];
+        for (int i = 1; i < k; i++) want = mx[i] > want ? mx[i] : want;
+        assert_true(zcpu_vmax(mx, k) == want);
+    }
 }
 
 /* ---- dispatcher, backend properties, memory -------------------------------------------------- */
@@ -1002,7 +1049,7 @@ static void test_steady_state_and_threads(void **state) {
     assert_int_equal(zcpu_backend_create(&be3, 3, &e), ZE_OK);
     float *hx, *hw, *hc, *hq;
     zt x = rt(ZT_F32, &hx, SHAPE(64, 1030));
-    zt w = wt(ZT_BF16, &hw, SHAPE(4100, 1030)); /* tiled weight path */
+    zt w = wt(ZT_BF16, &hw, SHAPE(4100, 1030)); /* weight tiles widened per task */
     zt y = et(ZT_F32, SHAPE(64, 4100)), y3 = et(ZT_F32, SHAPE(64, 4100));
     zt cx = rt(ZT_F32, &hc, SHAPE(1, 20, 20, 16));
     zt cw = wt(ZT_F16, &hw, SHAPE(8, 144));
@@ -1050,6 +1097,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_cfg_combine, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_layout, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_conv2d, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_vector_exp, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_dispatcher_rejects, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_backend_props, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_steady_state_and_threads, test_setup, test_teardown),

@@ -543,7 +543,7 @@ static void test_a1111(void **state) {
         resp_free(&r);
     }
     assert_true(prog > 0);
-    assert_true(json_is_null(cur)); /* live previews were switched off above */
+    assert_true(json_is_string(cur)); /* live preview of the running job */
     json_decref(cur);
     r = http("POST", "/sdapi/v1/interrupt", NULL);
     expect_status(&r, 200, "interrupt");
@@ -668,8 +668,9 @@ static void test_jobs(void **state) {
     r = http("GET", "/v1/jobs/job_doesnotexist", NULL);
     expect_status(&r, 404, "unknown job");
     resp_free(&r);
+    fake_sleep_ms(600); /* the blocker finishes; the victim must not run */
+    assert_int_equal(fake_count_seed(f, 4242), 0);
     zs_free(s);
-    assert_int_equal(fake_count_seed(f, 4242), 0); /* never generated */
 }
 
 static void test_errors(void **state) {
@@ -1013,11 +1014,11 @@ static void test_disconnect_cancels(void **state) {
     /* first request occupies the worker, the second waits in the queue;
      * both clients give up early */
     bg_req a, b;
-    bg_start(&a, "POST", "/v1/images/generations", "{\"prompt\":\"slow\",\"seed\":811,\"steps\":10,\"size\":\"32x32\"}",
-             250);
+    bg_start(&a, "POST", "/v1/images/generations", "{\"prompt\":\"slow\",\"seed\":811,\"steps\":40,\"size\":\"32x32\"}",
+             1200);
     fake_sleep_ms(50);
     bg_start(&b, "POST", "/v1/images/generations", "{\"prompt\":\"queued\",\"seed\":822,\"steps\":10,\"size\":\"32x32\"}",
-             250);
+             200);
     pthread_join(a.th, NULL);
     pthread_join(b.th, NULL);
     assert_int_equal(a.r.curl_rc, CURLE_OPERATION_TIMEDOUT);
@@ -1038,6 +1039,25 @@ static void test_disconnect_cancels(void **state) {
     assert_true(metric("zimage_jobs_total{status=\"cancelled\"}") == 3);
     resp r = http("GET", "/healthz", NULL);
     expect_status(&r, 200, "healthz");
+    resp_free(&r);
+    zs_free(s);
+}
+
+/* A request (and an SSE stream) that outlasts the idle timeout is answered. */
+static void test_long_request(void **state) {
+    (void)state;
+    zs_config c;
+    small_config(&c);
+    c.idle_timeout = 1;
+    fake_engine *f;
+    zs_server *s = start_fake(&c, 250, &f);
+    resp r = http("POST", "/v1/images/generations", "{\"prompt\":\"long\",\"seed\":5,\"steps\":10,\"size\":\"32x32\"}");
+    expect_status(&r, 200, "2.5 s request with a 1 s idle timeout");
+    resp_free(&r);
+    r = http("POST", "/v1/images/generations",
+             "{\"prompt\":\"long\",\"seed\":6,\"steps\":10,\"size\":\"32x32\",\"stream\":true,\"partial_images\":0}");
+    expect_status(&r, 200, "2.5 s stream");
+    assert_non_null(strstr(r.body, "image_generation.completed"));
     resp_free(&r);
     zs_free(s);
 }
@@ -1172,7 +1192,8 @@ int main(void) {
         cmocka_unit_test(test_a1111),           cmocka_unit_test(test_jobs),
         cmocka_unit_test(test_errors),          cmocka_unit_test(test_auth_cors),
         cmocka_unit_test(test_concurrency),     cmocka_unit_test(test_overload),
-        cmocka_unit_test(test_disconnect_cancels), cmocka_unit_test(test_shutdown),
+        cmocka_unit_test(test_disconnect_cancels), cmocka_unit_test(test_long_request),
+        cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_real_model),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

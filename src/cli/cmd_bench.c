@@ -115,6 +115,18 @@ static double gemm_rate(zimage_ctx *ctx, int m, int n, int k, int reps) {
     return zx_ok(&zx) ? 2.0 * m * n * k / dt : 0;
 }
 
+/* "123.4 TFLOP/s" or "56.7 GFLOP/s" into a rotating static buffer. */
+static const char *rate_str(double flops_per_s) {
+    static char b[4][32];
+    static int k;
+    char *o = b[k++ & 3];
+    if (flops_per_s >= 1e12)
+        snprintf(o, 32, "%7.1f TFLOP/s", flops_per_s / 1e12);
+    else
+        snprintf(o, 32, "%7.1f GFLOP/s", flops_per_s / 1e9);
+    return o;
+}
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -189,8 +201,8 @@ static int bench_stage(zimage_ctx *ctx, const char *stage, int width, int height
     }
     if (rc) fprintf(stderr, "zimage bench: %s\n", zimage_errmsg(ctx));
     else
-        printf("%s forward (%dx%d, %d tokens): best %.4f s, mean %.4f s, %.2f TFLOP -> %.3f TFLOP/s\n", stage, width,
-               height, ptok, best, sum / runs, flops / 1e12, flops / best / 1e12);
+        printf("%s forward (%dx%d, %d tokens): best %.4f s, mean %.4f s, %.4f TFLOP -> %s\n", stage, width, height,
+               ptok, best, sum / runs, flops / 1e12, rate_str(flops / best));
     size_t in_use = 0, peak = 0;
     if (be->vt->mem_stats) be->vt->mem_stats(be, &in_use, &peak);
     if (peak) printf("  backend memory peak %.2f GiB\n", peak / 1073741824.0);
@@ -306,10 +318,10 @@ int cmd_bench(int argc, char **argv) {
            fv = vae_flops(&ctx->vae_cfg, hl, wl);
     printf("zimage bench: %s, %dx%d, %d steps, %d prompt tokens, load %.2f s\n", zimage_device_name(ctx), p.width,
            p.height, p.steps, nids, tload);
-    printf("  FLOPs: DiT forward %.2f TFLOP, text encoder %.3f TFLOP, VAE decode %.2f TFLOP\n", fd / 1e12, ft / 1e12,
+    printf("  FLOPs: DiT forward %.4f TFLOP, text encoder %.4f TFLOP, VAE decode %.4f TFLOP\n", fd / 1e12, ft / 1e12,
            fv / 1e12);
     double rate = gemm > 0 ? gemm_rate(ctx, gemm, gemm, gemm, 5) : 0;
-    if (rate > 0) printf("  GEMM %dx%dx%d on this backend: %.1f TFLOP/s\n", gemm, gemm, gemm, rate / 1e12);
+    if (rate > 0) printf("  GEMM %dx%dx%d on this backend: %s\n", gemm, gemm, gemm, rate_str(rate));
 
     /* runs: warm-up + timed; the prompt cache is bypassed by opt.prompt_cache default? keep it off */
     double *tot = calloc((size_t)runs, sizeof *tot), *enc = calloc((size_t)runs, sizeof *enc),
@@ -359,11 +371,11 @@ int cmd_bench(int argc, char **argv) {
         double step_med = stp[(size_t)runs * p.steps / 2];
         printf("median of %d runs:\n", runs);
         printf("  tokenize     %9.4f s\n", tokt[runs / 2]);
-        printf("  text encoder %9.4f s   %7.1f TFLOP/s\n", enc[runs / 2], ft / enc[runs / 2] / 1e12);
-        printf("  DiT step     %9.4f s   %7.1f TFLOP/s%s   (min %.4f, max %.4f)\n", step_med, fd / step_med / 1e12,
-               "", stp[0], stp[(size_t)runs * p.steps - 1]);
+        printf("  text encoder %9.4f s   %s\n", enc[runs / 2], rate_str(ft / enc[runs / 2]));
+        printf("  DiT step     %9.4f s   %s   (min %.4f, max %.4f)\n", step_med, rate_str(fd / step_med), stp[0],
+               stp[(size_t)runs * p.steps - 1]);
         if (rate > 0) printf("               = %.0f%% of the GEMM rate measured above\n", 100.0 * fd / step_med / rate);
-        printf("  VAE decode   %9.4f s   %7.1f TFLOP/s\n", dec[runs / 2], fv / dec[runs / 2] / 1e12);
+        printf("  VAE decode   %9.4f s   %s\n", dec[runs / 2], rate_str(fv / dec[runs / 2]));
         printf("  PNG          %9.4f s\n", pngt[runs / 2]);
         printf("  end-to-end   %9.4f s   (prompt -> PNG)\n", tot[runs / 2] + pngt[runs / 2]);
         if (peak) printf("  peak device memory %.2f GiB\n", peak / 1073741824.0);

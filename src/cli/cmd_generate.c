@@ -13,6 +13,7 @@
 
 #include "base/log.h"
 #include "base/npy.h"
+#include "io/hub.h"
 #include "cli.h"
 #include "cli_common.h"
 #include "zimage.h"
@@ -49,7 +50,8 @@ static void help(void) {
     printf("usage: zimage [generate] -m MODEL -p PROMPT [options]\n"
            "\n"
            "model:\n"
-           "  -m, --model PATH|REPO        diffusers folder, or a repo id in the Hugging Face cache\n"
+           "  -m, --model PATH|REPO        diffusers folder, or a Hugging Face repo id (default\n"
+           "                               Tongyi-MAI/Z-Image-Turbo: found in the cache or downloaded)\n"
            "      --diffusion-model FILE   transformer single file (diffusers or ComfyUI naming)\n"
            "      --text-encoder FILE      Qwen3 text encoder single file (alias --llm)\n"
            "      --vae FILE               VAE single file (diffusers or ae.safetensors naming)\n"
@@ -192,10 +194,9 @@ int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "zimage: no prompt: use -p \"...\"\n");
         return 2;
     }
-    if (!opt.model && !opt.random_weights && !(opt.diffusion_model && opt.text_encoder && opt.vae)) {
-        fprintf(stderr, "zimage: no model: use -m FOLDER|REPO, or --diffusion-model, --text-encoder and --vae\n");
-        return 2;
-    }
+    /* no model named: the official repo, from the Hugging Face cache (pulled on first use) */
+    if (!opt.model && !opt.random_weights && !(opt.diffusion_model && opt.text_encoder && opt.vae))
+        opt.model = ZHUB_DEFAULT_REPO;
     if (have_cfg && have_guid) {
         fprintf(stderr, "zimage: give either --cfg-scale or --guidance-scale, not both\n");
         return 2;

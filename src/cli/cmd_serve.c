@@ -52,6 +52,7 @@ static void usage(FILE *f) {
             "      --job-ttl SECONDS      how long finished jobs are kept (default 600)\n"
             "      --max-retained MB      image memory kept for finished jobs (default 512)\n"
             "      --max-conns N          concurrent connections (default 256)\n"
+            "      --idle-timeout S       close idle keep-alive connections after S seconds (default 60)\n"
             "      --shutdown-grace S     seconds running work may finish on SIGTERM (default 30)\n"
             "  -q, --quiet                no request log\n"
             "  -v, --verbose              more logging (repeat for debug)\n"
@@ -91,7 +92,7 @@ static const char *basename_of(const char *p) {
 enum {
     O_DIT = 1000, O_TE, O_VAE, O_TOK, O_RANDOM, O_DEVICE, O_OFFLOAD, O_PCACHE, O_NAME, O_HOST, O_PORT, O_KEY, O_CORS,
     O_MAXQ, O_MAXB, O_BWAIT, O_MINS, O_MAXS, O_DEFS, O_DEFSTEPS, O_MAXSTEPS, O_MAXN, O_MAXBODY, O_MAXPROMPT, O_TTL,
-    O_RETAIN, O_CONNS, O_GRACE,
+    O_RETAIN, O_CONNS, O_GRACE, O_IDLE,
 };
 
 int cmd_serve(int argc, char **argv) {
@@ -126,6 +127,7 @@ int cmd_serve(int argc, char **argv) {
         {"max-retained", required_argument, 0, O_RETAIN},
         {"max-conns", required_argument, 0, O_CONNS},
         {"shutdown-grace", required_argument, 0, O_GRACE},
+        {"idle-timeout", required_argument, 0, O_IDLE},
         {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
@@ -172,6 +174,7 @@ int cmd_serve(int argc, char **argv) {
         case O_TTL: bad = parse_double(optarg, 1, 1e7, &d); cfg.job_ttl = d; break;
         case O_RETAIN: bad = parse_long(optarg, 1, 1L << 20, &v); cfg.max_retained = (size_t)v << 20; break;
         case O_CONNS: bad = parse_long(optarg, 4, 100000, &v); cfg.max_conns = (int)v; break;
+        case O_IDLE: bad = parse_long(optarg, 1, 86400, &v); cfg.idle_timeout = (int)v; break;
         case O_GRACE: bad = parse_double(optarg, 0, 86400, &d); cfg.shutdown_grace = d; break;
         case 'q': cfg.quiet = 1; break;
         case 'v': verbose++; break;

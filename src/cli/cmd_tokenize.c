@@ -232,8 +232,7 @@ int cmd_tokenize(int argc, char **argv) {
         } else if (!strcmp(a, "--decode")) {
             decode = 1;
         } else if (a[0] == '-' && a[1] && !(a[1] == '-' && !a[2])) {
-            fprintf(stderr, "zimage tokenize: unknown option or missing value: %s\n", a);
-            tok_usage(stderr);
+            fprintf(stderr, "zimage tokenize: unknown option or missing value: %s (see --help)\n", a);
             return 2;
         } else {
             if (!strcmp(a, "--") && i + 1 < argc) a = argv[++i];
@@ -251,8 +250,8 @@ int cmd_tokenize(int argc, char **argv) {
     else if (bench && (jsonl || decode)) why = "--bench works on TEXT or --file, without --decode";
     else if (decode && template) why = "--decode does not take --template";
     if (why) {
-        fprintf(stderr, "zimage tokenize: %s\n", why);
-        tok_usage(stderr);
+        fprintf(stderr, "zimage tokenize: %s\nusage: zimage tokenize (-m MODEL | --tokenizer FILE) [options] "
+                        "[TEXT | --file F | --jsonl]  (see --help)\n", why);
         return 2;
     }
 

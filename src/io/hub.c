@@ -47,6 +47,8 @@
 #include "../base/log.h"
 #include "hub_internal.h"
 
+#define STOPPED(c) __atomic_load_n(&(c)->stop, __ATOMIC_RELAXED)
+
 void zhub_opts_default(zhub_opts *o) { memset(o, 0, sizeof *o); }
 
 const char *zhub_fmt_bytes(uint64_t b, char *buf, size_t n) {
@@ -136,6 +138,8 @@ static int ctx_init(zhub_pull_ctx *c, const char *repo, const char *revision, co
     zfmt(c->repo, sizeof c->repo, "%s", repo);
     zfmt(c->revision, sizeof c->revision, "%s", revision);
     ZTRY(zhub_cache_root(o, c->root, sizeof c->root, e));
+    if (strlen(c->root) > 1500) /* keeps every path we build far below ZHUB_PATH_MAX */
+        return zerr_set(e, ZE_INVALID, "cache folder path too long: %.80s...", c->root);
     zhub_endpoint(o, c->endpoint, sizeof c->endpoint);
     zhub_token(o, c->token, sizeof c->token);
     zhttp_host(c->endpoint, c->auth_host, sizeof c->auth_host);
@@ -181,7 +185,7 @@ void zhub_emit(zhub_pull_ctx *c, int ev, const char *file, const char *msg, int 
     p.file = file;
     p.msg = msg;
     p.files_total = c->n;
-    p.files_done = c->files_done;
+    p.files_done = __atomic_load_n(&c->files_done, __ATOMIC_RELAXED);
     p.files_fetch = c->files_fetch;
     p.bytes_total = c->bytes_total;
     p.bytes_done = done;
@@ -189,7 +193,7 @@ void zhub_emit(zhub_pull_ctx *c, int ev, const char *file, const char *msg, int 
     p.speed = speed;
     p.eta = speed > 1 && c->bytes_total >= done ? (double)(c->bytes_total - done) / speed : -1;
     if (o->progress(&p, o->progress_user)) {
-        c->stop = 1;
+        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
         pthread_mutex_lock(&c->mu);
         if (!c->err_code) c->err_code = zerr_set(&c->err, ZE_CANCELLED, "download cancelled");
         pthread_mutex_unlock(&c->mu);
@@ -204,7 +208,7 @@ void zhub_fail(zhub_pull_ctx *c, const zerr *e) {
         c->err_code = e->code ? e->code : ZE_IO;
     }
     if (e->code != ZE_CANCELLED) c->n_failed++;
-    c->stop = 1;
+    __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -221,11 +225,11 @@ static int on_data(void *user, size_t n) {
         __atomic_fetch_add(&u->c->bytes_done, (uint64_t)n, __ATOMIC_RELAXED);
         zhub_emit(u->c, ZHUB_EV_TICK, u->f->path, NULL, 0);
     }
-    return u->c->stop;
+    return STOPPED(u->c);
 }
 
 static void nap_ms(zhub_pull_ctx *c, int ms) {
-    for (int t = 0; t < ms && !c->stop; t += 20) {
+    for (int t = 0; t < ms && !STOPPED(c); t += 20) {
         struct timespec ts = {0, 20 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -277,14 +281,14 @@ int zhub_fetch_file(zhub_pull_ctx *c, zhttp *h, zhub_file *f, zerr *e) {
         rc = zhttp_get_to_fd(h, url, &s, &resp, e);
         have = s.offset + s.received; /* offset is 0 after a restart */
         if (rc == ZE_OK) break;
-        if (rc != ZE_NETWORK || !zhttp_retryable(resp.curl_code) || c->stop) break;
+        if (rc != ZE_NETWORK || !zhttp_retryable(resp.curl_code) || STOPPED(c)) break;
         if (s.received > 0) attempts = 0; /* progress was made: the retry budget starts over */
         if (attempts++ >= retries) break;
         char why[300];
         zfmt(why, sizeof why, "%s; resuming (attempt %d of %d)", e->msg, attempts, retries);
         zhub_emit(c, ZHUB_EV_RETRY, f->path, why, 1);
         nap_ms(c, delay);
-        if (c->stop) {
+        if (STOPPED(c)) {
             rc = zerr_set(e, ZE_CANCELLED, "cancelled");
             break;
         }
@@ -358,7 +362,7 @@ static void *worker(void *arg) {
         pthread_mutex_lock(&c->mu);
         int i = p->next++;
         pthread_mutex_unlock(&c->mu);
-        if (i >= c->n || c->stop) break;
+        if (i >= c->n || STOPPED(c)) break;
         zerr e = {0};
         int rc = p->fn(c, h, p->order ? p->order[i] : i, &e);
         if (rc) {
@@ -415,22 +419,26 @@ int zhub_plan_and_confirm(zhub_pull_ctx *c, zerr *e) {
     }
     c->bytes_total = need;
     c->files_fetch = nfetch;
-    c->files_done = done;
-    zhub_emit(c, ZHUB_EV_PLAN, NULL, NULL, 1);
-    if (nfetch == 0) return ZE_OK;
+    __atomic_store_n(&c->files_done, done, __ATOMIC_RELAXED);
+    if (nfetch == 0) {
+        zhub_emit(c, ZHUB_EV_PLAN, NULL, NULL, 1);
+        return ZE_OK;
+    }
     uint64_t free_b = c->o->test_free_bytes;
     if (!free_b && zhub_free_bytes(c->repo_dir, &free_b)) free_b = UINT64_MAX;
     if (free_b < need) {
         char a[32], b[32];
         return zerr_set(e, ZE_IO,
                         "not enough free disk space for %s: the download needs %s in %s but only %s is free "
-                        "(set HF_HUB_CACHE to a bigger disk)",
-                        c->repo, zhub_fmt_bytes(need, a, sizeof a), c->root, zhub_fmt_bytes(free_b, b, sizeof b));
+                        "(set %s to a folder on a bigger disk)",
+                        c->repo, zhub_fmt_bytes(need, a, sizeof a), c->root, zhub_fmt_bytes(free_b, b, sizeof b),
+                        c->src == ZHUB_MODELSCOPE ? "MODELSCOPE_CACHE" : "HF_HUB_CACHE");
     }
     if (c->o->confirm) {
         zhub_plan p = {c->repo, c->revision, c->commit, c->root, c->n, nfetch, need, total};
         if (!c->o->confirm(&p, c->o->confirm_user)) return zerr_set(e, ZE_CANCELLED, "download of %s cancelled", c->repo);
     }
+    zhub_emit(c, ZHUB_EV_PLAN, NULL, NULL, 1); /* after the question: "downloading ..." */
     return ZE_OK;
 }
 
@@ -456,13 +464,11 @@ static int hf_head_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
     if (zhub_file_size(ptr, &sz)) { /* the commit's file is here: no request */
         f->state = ZF_CACHED;
         f->size = sz;
-        pthread_mutex_lock(&c->mu);
-        c->files_done++;
-        pthread_mutex_unlock(&c->mu);
+        __atomic_fetch_add(&c->files_done, 1, __ATOMIC_RELAXED);
         zhub_emit(c, ZHUB_EV_FILE_CACHED, f->path, NULL, 1);
         return ZE_OK;
     }
-    char url[4096];
+    char url[ZHUB_PATH_MAX * 4];
     zfmt(url, sizeof url, "%s", f->url);
     zhttp_resp r;
     char what[ZHUB_PATH_MAX];
@@ -471,7 +477,7 @@ static int hf_head_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
     for (int hop = 0;; hop++) {
         if (zhttp_head(h, url, &r, e)) return zhttp_fail(e, &r, what, c->repo, c->endpoint, c->token[0] != 0);
         if (r.status >= 300 && r.status < 400 && r.location[0]) {
-            char next[4096], h1[256], h2[256];
+            char next[ZHUB_PATH_MAX * 4], h1[256], h2[256];
             zhttp_join(url, r.location, next, sizeof next);
             zhttp_host(url, h1, sizeof h1);
             zhttp_host(next, h2, sizeof h2);
@@ -522,9 +528,7 @@ static int hf_head_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
         zhub_unlock(fd);
         ZTRY(rc);
         f->state = ZF_LINK;
-        pthread_mutex_lock(&c->mu);
-        c->files_done++;
-        pthread_mutex_unlock(&c->mu);
+        __atomic_fetch_add(&c->files_done, 1, __ATOMIC_RELAXED);
         zhub_emit(c, ZHUB_EV_FILE_CACHED, f->path, NULL, 1);
         return ZE_OK;
     }
@@ -549,61 +553,13 @@ static int hf_fetch_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
     if (rc == ZE_OK) rc = hf_link(c, f, e);
     zhub_unlock(fd);
     ZTRY(rc);
-    pthread_mutex_lock(&c->mu);
-    c->files_done++;
-    if (fetched) c->n_downloaded++;
-    pthread_mutex_unlock(&c->mu);
+    __atomic_fetch_add(&c->files_done, 1, __ATOMIC_RELAXED);
+    if (fetched) __atomic_fetch_add(&c->n_downloaded, 1, __ATOMIC_RELAXED);
     zhub_emit(c, fetched ? ZHUB_EV_FILE_DONE : ZHUB_EV_FILE_CACHED, f->path, NULL, 1);
     return ZE_OK;
 }
 
 /* ---- Hugging Face: listing ------------------------------------------------------------------ */
-
-/* Variant weights ("x.fp16.safetensors", "x.safetensors.index.fp16.json")
- * are skipped when the same folder has non-variant weights (diffusers loads
- * the non-variant files by default). */
-static int is_variant(const char *path) {
-    const char *b = strrchr(path, '/');
-    b = b ? b + 1 : path;
-    static const char *tags[] = {".fp16", ".bf16", ".fp32", ".fp8", ".int8", ".int4"};
-    for (size_t t = 0; t < sizeof tags / sizeof *tags; t++) {
-        const char *q = strstr(b, tags[t]);
-        if (q) {
-            char nx = q[strlen(tags[t])];
-            if (nx == '.' || nx == '-') return 1;
-        }
-    }
-    return 0;
-}
-
-static int same_dir(const char *a, const char *b) {
-    const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
-    size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
-    return la == lb && !strncmp(a, b, la);
-}
-
-static int ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-static void select_files(char **paths, int n, int all, unsigned char *keep) {
-    int has_index = 0;
-    for (int i = 0; i < n; i++) has_index |= !strcmp(paths[i], "model_index.json");
-    for (int i = 0; i < n; i++) {
-        keep[i] = (unsigned char)zhub_wanted(paths[i], all);
-        if (all || !keep[i]) continue;
-        /* a diffusers repo: weights at the root are single-file copies */
-        if (has_index && !strchr(paths[i], '/') && ends_with(paths[i], ".safetensors")) keep[i] = 0;
-        if (is_variant(paths[i]) && (ends_with(paths[i], ".safetensors") || ends_with(paths[i], ".json"))) {
-            for (int j = 0; j < n; j++)
-                if (j != i && same_dir(paths[i], paths[j]) && ends_with(paths[j], ".safetensors") && !is_variant(paths[j])) {
-                    keep[i] = 0;
-                    break;
-                }
-        }
-    }
-}
 
 /* Snapshot in the cache for c->revision; 1 if found (complete). */
 static int hf_cached(zhub_pull_ctx *c, char *commit, size_t n, zerr *why) {
@@ -637,7 +593,7 @@ static int fill_result(zhub_pull_ctx *c, zhub_result *r) {
     r->n_files = c->n;
     r->n_downloaded = c->n_downloaded;
     r->n_cached = c->n - c->n_downloaded;
-    r->bytes_downloaded = c->bytes_done;
+    r->bytes_downloaded = __atomic_load_n(&c->bytes_done, __ATOMIC_RELAXED);
     return ZE_OK;
 }
 
@@ -676,7 +632,7 @@ static int hf_list(zhub_pull_ctx *c, zhttp *h, zhttp_resp *resp, zerr *e) {
             paths[i] = (char *)p;
     }
     if (rc == ZE_OK) {
-        select_files(paths, (int)n, c->o->all_files, keep);
+        zhub_select(paths, (int)n, c->o->all_files, keep);
         for (size_t i = 0; rc == ZE_OK && i < n; i++)
             if (keep[i]) rc = zhub_ctx_add(c, paths[i]) ? zerr_set(e, ZE_NOMEM, "out of memory") : ZE_OK;
     }
@@ -699,9 +655,8 @@ static int hf_pull(zhub_pull_ctx *c, zhub_result *r, zerr *e) {
         if (!hf_cached(c, c->commit, sizeof c->commit, &why))
             return zerr_set(e, ZE_IO,
                             "offline mode (HF_HUB_OFFLINE) is on and %s; unset HF_HUB_OFFLINE and run "
-                            "`zimage pull %s` with network access, or copy a Hugging Face cache that has it "
-                            "(details: %s)",
-                            why.msg, c->repo, why.msg);
+                            "`zimage pull %s` with network access, or copy a Hugging Face cache that has it",
+                            why.msg, c->repo);
         if (r) r->offline = 1;
         return fill_result(c, r);
     }
@@ -793,7 +748,7 @@ int zhub_find_cached(const char *repo, const char *revision, const zhub_opts *o,
     int rc = ctx_init(c, repo, revision, o, e);
     if (rc == ZE_OK) {
         if (c->src == ZHUB_MODELSCOPE) {
-            rc = zhub_ms_find_cached(o, c->repo, dir, n, e);
+            rc = zhub_ms_find_cached(o, c->repo, c->revision, dir, n, e);
         } else {
             char commit[128];
             if (!hf_cached(c, commit, sizeof commit, e)) {

@@ -28,7 +28,10 @@
  *   HUGGING_FACE_HUB_TOKEN / $HF_HOME/token (sent only to the endpoint's host,
  *   never printed), HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1 (no network),
  *   HF_HUB_DOWNLOAD_TIMEOUT (stall seconds, default 10), MODELSCOPE_CACHE,
- *   MODELSCOPE_DOMAIN (host, or a full http(s):// URL).
+ *   MODELSCOPE_ENDPOINT, MODELSCOPE_DOMAIN (host, or a full http(s):// URL).
+ * ModelScope models downloaded by modelscope >= 1.38 (models/ORG--NAME/
+ * snapshots/<branch>/ under $MODELSCOPE_CACHE or ~/.cache/modelscope) are
+ * found too.
  *
  * All functions return ZE_OK or a negative ZE_* code with the message in e.
  * Nothing here prints, except zhub_progress_term / zhub_confirm_tty, which a

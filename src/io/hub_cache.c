@@ -112,6 +112,8 @@ void zhub_endpoint(const zhub_opts *o, char *out, size_t n) {
     if (o && o->source == ZHUB_MODELSCOPE) {
         if (ep)
             zfmt(out, n, "%s", ep);
+        else if (getenv("MODELSCOPE_ENDPOINT") && *getenv("MODELSCOPE_ENDPOINT"))
+            zfmt(out, n, "%s", getenv("MODELSCOPE_ENDPOINT"));
         else {
             const char *d = getenv("MODELSCOPE_DOMAIN");
             if (d && *d)
@@ -430,7 +432,7 @@ void zhub_cachedir_tag(const char *root) {
     fclose(f);
 }
 
-int zhub_lock(const char *path, int *fd, volatile int *stop, void (*on_wait)(void *), void *user, zerr *e) {
+int zhub_lock(const char *path, int *fd, int *stop, void (*on_wait)(void *), void *user, zerr *e) {
     *fd = -1;
     int f = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0664);
     if (f < 0) return zerr_set(e, ZE_IO, "cannot open lock %s: %s", path, strerror(errno));
@@ -445,7 +447,7 @@ int zhub_lock(const char *path, int *fd, volatile int *stop, void (*on_wait)(voi
         }
         if (!waited && on_wait) on_wait(user);
         waited = 1;
-        if (stop && *stop) {
+        if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED)) {
             close(f);
             return zerr_set(e, ZE_CANCELLED, "cancelled while waiting for %s", path);
         }
@@ -575,4 +577,45 @@ int zhub_wanted(const char *p, int all_files) {
     }
     if (!strncmp(p, "tokenizer", 9)) return 1; /* tokenizer/, tokenizer_2/: everything */
     return ends_with(p, ".json") || ends_with(p, ".safetensors");
+}
+
+/* Variant weights ("x.fp16.safetensors", "x.safetensors.index.fp16.json")
+ * are skipped when the same folder has non-variant weights (diffusers loads
+ * the non-variant files by default). */
+static int is_variant(const char *path) {
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    static const char *tags[] = {".fp16", ".bf16", ".fp32", ".fp8", ".int8", ".int4"};
+    for (size_t t = 0; t < sizeof tags / sizeof *tags; t++) {
+        const char *q = strstr(b, tags[t]);
+        if (q) {
+            char nx = q[strlen(tags[t])];
+            if (nx == '.' || nx == '-') return 1;
+        }
+    }
+    return 0;
+}
+
+static int same_dir(const char *a, const char *b) {
+    const char *sa = strrchr(a, '/'), *sb = strrchr(b, '/');
+    size_t la = sa ? (size_t)(sa - a) : 0, lb = sb ? (size_t)(sb - b) : 0;
+    return la == lb && !strncmp(a, b, la);
+}
+
+void zhub_select(char *const *paths, int n, int all, unsigned char *keep) {
+    int has_index = 0;
+    for (int i = 0; i < n; i++) has_index |= !strcmp(paths[i], "model_index.json");
+    for (int i = 0; i < n; i++) {
+        keep[i] = (unsigned char)zhub_wanted(paths[i], all);
+        if (all || !keep[i]) continue;
+        /* a diffusers repo: weights at the root are single-file copies */
+        if (has_index && !strchr(paths[i], '/') && ends_with(paths[i], ".safetensors")) keep[i] = 0;
+        if (is_variant(paths[i]) && (ends_with(paths[i], ".safetensors") || ends_with(paths[i], ".json"))) {
+            for (int j = 0; j < n; j++)
+                if (j != i && same_dir(paths[i], paths[j]) && ends_with(paths[j], ".safetensors") && !is_variant(paths[j])) {
+                    keep[i] = 0;
+                    break;
+                }
+        }
+    }
 }

@@ -25,7 +25,7 @@ typedef struct zhttp_resp {
     char etag[160];           /* ETag, raw                                     */
     char linked_etag[160];    /* X-Linked-Etag, raw                            */
     char commit[128];         /* X-Repo-Commit                                 */
-    char location[2048];      /* Location                                      */
+    char location[8192];      /* Location (signed CDN URLs are long)           */
     char error_code[64];      /* X-Error-Code (RepoNotFound, GatedRepo, ...)   */
     char error_msg[256];      /* X-Error-Message                               */
     char content_encoding[32];
@@ -114,7 +114,7 @@ int zhub_link_blob(const char *repo_dir, const char *commit, const char *relpath
 void zhub_cachedir_tag(const char *root);
 /* flock(LOCK_EX) on path (created 0664), polling every 100 ms.  *stop
  * aborts (ZE_CANCELLED); waiting is reported once through on_wait. */
-int zhub_lock(const char *path, int *fd, volatile int *stop, void (*on_wait)(void *), void *user, zerr *e);
+int zhub_lock(const char *path, int *fd, int *stop, void (*on_wait)(void *), void *user, zerr *e);
 void zhub_unlock(int fd);
 /* Free bytes for an unprivileged user on the filesystem holding path. */
 int zhub_free_bytes(const char *path, uint64_t *out);
@@ -126,6 +126,10 @@ int zhub_file_size(const char *path, int64_t *size);
 /* The engine's file filter: model_index.json, *.json, *.safetensors,
  * tokenizer/anything; never README*, assets/, hidden files. */
 int zhub_wanted(const char *relpath, int all_files);
+/* keep[i] for each of the repo's n files: zhub_wanted, minus root-level
+ * weights of a diffusers repo (single-file copies) and variant weights
+ * (x.fp16.safetensors) where the folder has non-variant ones. */
+void zhub_select(char *const *paths, int n, int all, unsigned char *keep);
 
 /* ---- hub.c: the shared pull machinery ----------------------------------- */
 
@@ -159,7 +163,7 @@ typedef struct zhub_pull_ctx {
     int n, cap;
     /* shared state */
     pthread_mutex_t mu;
-    volatile int stop;
+    int stop;                 /* atomic: set to end all workers */
     int err_code;
     zerr err;
     int n_failed;
@@ -188,7 +192,7 @@ int zhub_plan_and_confirm(zhub_pull_ctx *c, zerr *e);
 /* ---- hub_ms.c ---------------------------------------------------------- */
 
 int zhub_ms_pull(zhub_pull_ctx *c, zhub_result *r, zerr *e);
-int zhub_ms_find_cached(const zhub_opts *o, const char *repo, char *dir, size_t n, zerr *e);
+int zhub_ms_find_cached(const zhub_opts *o, const char *repo, const char *rev, char *dir, size_t n, zerr *e);
 void zhub_ms_model_dir(const char *root, const char *repo, char *out, size_t n);
 
 #endif

@@ -16,8 +16,13 @@
  *            models/ORG/NAME'/.mdl         pickle: {'id': 'ORG/NAME''}
  *            models/._____temp/ORG/NAME/   partial downloads
  *            .lock/ORG___NAME              flock for the whole pull
- *   endpoint $MODELSCOPE_DOMAIN (a host; "https://" is prepended) - here it may
- *          also be a full http(s) URL - else https://www.modelscope.cn.
+ *   endpoint $MODELSCOPE_ENDPOINT, else $MODELSCOPE_DOMAIN (a host, "https://"
+ *          prepended, or a full http(s) URL), else https://www.modelscope.cn.
+ * modelscope >= 1.38 (the modelscope_hub package) stores new downloads in
+ * <base>/models/ORG--NAME/snapshots/<branch>/ but reuses a non-empty legacy
+ * folder as above (and checks size + sha256 of each file there, no .msc);
+ * zimage writes the legacy layout, which both generations find, and reads
+ * both.
  * Each file is verified against its Sha256.  A file counts as cached when
  * it has the listed size and .msc records its Path with the same Revision
  * (as ModelFileSystemCache.exists does), or, without a record, when its
@@ -334,18 +339,44 @@ static int write_pickle_file(const char *dir, const char *name, const msc_list *
 
 /* ---- pull -------------------------------------------------------------------------------- */
 
-int zhub_ms_find_cached(const zhub_opts *o, const char *repo, char *dir, size_t n, zerr *e) {
+/* A complete model in either ModelScope layout:
+ *   legacy (modelscope <= 1.37, and what zimage writes; newer SDKs reuse it):
+ *     <root>/models/ORG/NAME'            root = cache_dir, $MODELSCOPE_CACHE or ~/.cache/modelscope/hub
+ *   modelscope >= 1.38 (modelscope_hub):
+ *     <base>/models/ORG--NAME/snapshots/<revision>
+ *                                        base = cache_dir, $MODELSCOPE_CACHE or ~/.cache/modelscope */
+int zhub_ms_find_cached(const zhub_opts *o, const char *repo, const char *rev, char *dir, size_t n, zerr *e) {
     zhub_opts oo = *o;
     oo.source = ZHUB_MODELSCOPE;
     char root[ZHUB_PATH_MAX], md[ZHUB_PATH_MAX + 512];
     ZTRY(zhub_cache_root(&oo, root, sizeof root, e));
     zhub_ms_model_dir(root, repo, md, sizeof md);
     struct stat st;
-    if (stat(md, &st) || !S_ISDIR(st.st_mode))
-        return zerr_set(e, ZE_IO, "%s is not in the ModelScope cache %s", repo, root);
-    ZTRY(zhub_check_model_dir(md, e));
-    zfmt(dir, n, "%s", md);
-    return ZE_OK;
+    zerr why = {0};
+    if (stat(md, &st) == 0 && S_ISDIR(st.st_mode) && zhub_check_model_dir(md, &why) == ZE_OK) {
+        zfmt(dir, n, "%s", md);
+        return ZE_OK;
+    }
+    char base[ZHUB_PATH_MAX], raw[ZHUB_PATH_MAX], flat[256];
+    const char *env = getenv("MODELSCOPE_CACHE");
+    zfmt(raw, sizeof raw, "%s", o->cache_dir && *o->cache_dir ? o->cache_dir : env && *env ? env : "~/.cache/modelscope");
+    zhub_expand(raw, base, sizeof base);
+    size_t k = 0;
+    for (const char *p = repo; *p && k + 3 < sizeof flat; p++) {
+        if (*p == '/') flat[k++] = '-', flat[k++] = '-';
+        else flat[k++] = *p;
+    }
+    flat[k] = 0;
+    char nd[ZHUB_PATH_MAX * 2];
+    zfmt(nd, sizeof nd, "%s/models/%s/snapshots/%s", base, flat, rev && *rev ? rev : "master");
+    zerr why2 = {0};
+    if (stat(nd, &st) == 0 && S_ISDIR(st.st_mode) && zhub_check_model_dir(nd, &why2) == ZE_OK) {
+        zfmt(dir, n, "%s", nd);
+        return ZE_OK;
+    }
+    if (why.code) return zerr_set(e, ZE_IO, "%s in the ModelScope cache is incomplete: %s", repo, why.msg);
+    if (why2.code && stat(nd, &st) == 0) return zerr_set(e, ZE_IO, "%s in the ModelScope cache is incomplete: %s", repo, why2.msg);
+    return zerr_set(e, ZE_IO, "%s is not in the ModelScope cache (%s or %s)", repo, md, nd);
 }
 
 static int ms_fetch_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
@@ -356,10 +387,8 @@ static int ms_fetch_task(zhub_pull_ctx *c, zhttp *h, int i, zerr *e) {
     ZTRY(zhub_mkdirs_under(tbase, f->tmp_path, e));
     ZTRY(zhub_mkdirs_under(c->repo_dir, f->final_path, e));
     ZTRY(zhub_fetch_file(c, h, f, e));
-    pthread_mutex_lock(&c->mu);
-    c->files_done++;
-    c->n_downloaded++;
-    pthread_mutex_unlock(&c->mu);
+    __atomic_fetch_add(&c->files_done, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&c->n_downloaded, 1, __ATOMIC_RELAXED);
     zhub_emit(c, ZHUB_EV_FILE_DONE, f->path, NULL, 1);
     return ZE_OK;
 }
@@ -412,12 +441,11 @@ static int ms_list(zhub_pull_ctx *c, zhttp_resp *resp, zerr *e) {
         paths[np] = (char *)p;
         objs[np++] = it;
     }
+    unsigned char *keep = rc == ZE_OK ? calloc((size_t)np + 1, 1) : NULL;
+    if (rc == ZE_OK && !keep) rc = zerr_set(e, ZE_NOMEM, "out of memory");
+    if (rc == ZE_OK) zhub_select(paths, np, c->o->all_files, keep); /* the same rules as for Hugging Face */
     for (int i = 0; rc == ZE_OK && i < np; i++) {
-        /* the same rules as for Hugging Face (hub.c select_files) */
-        if (!zhub_wanted(paths[i], c->o->all_files)) continue;
-        int has_index = 0;
-        for (int k = 0; k < np; k++) has_index |= !strcmp(paths[k], "model_index.json");
-        if (!c->o->all_files && has_index && !strchr(paths[i], '/') && strstr(paths[i], ".safetensors")) continue;
+        if (!keep[i]) continue;
         if (zhub_ctx_add(c, paths[i])) {
             rc = zerr_set(e, ZE_NOMEM, "out of memory");
             break;
@@ -430,6 +458,7 @@ static int ms_list(zhub_pull_ctx *c, zhttp_resp *resp, zerr *e) {
         const char *rv = json_string_value(json_object_get(objs[i], "Revision"));
         zfmt(f->revision, sizeof f->revision, "%s", rv ? rv : c->revision);
     }
+    free(keep);
     free(paths);
     free(objs);
     json_decref(j);
@@ -448,7 +477,7 @@ int zhub_ms_pull(zhub_pull_ctx *c, zhub_result *r, zerr *e) {
     if (zhub_offline(c->o)) {
         char d[ZHUB_PATH_MAX];
         zerr why = {0};
-        if (zhub_ms_find_cached(c->o, c->repo, d, sizeof d, &why))
+        if (zhub_ms_find_cached(c->o, c->repo, c->revision, d, sizeof d, &why))
             return zerr_set(e, ZE_IO, "offline mode (HF_HUB_OFFLINE) is on and %s", why.msg);
         if (r) {
             r->offline = 1;
@@ -474,7 +503,7 @@ int zhub_ms_pull(zhub_pull_ctx *c, zhub_result *r, zerr *e) {
     if (rc == ZE_NETWORK && resp.status == 0) { /* unreachable: use the cache if it is complete */
         char d[ZHUB_PATH_MAX];
         zerr why = {0};
-        if (zhub_ms_find_cached(c->o, c->repo, d, sizeof d, &why) == ZE_OK) {
+        if (zhub_ms_find_cached(c->o, c->repo, c->revision, d, sizeof d, &why) == ZE_OK) {
             zhub_unlock(lfd);
             if (r) {
                 r->fallback = 1;

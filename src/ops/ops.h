@@ -69,7 +69,8 @@ zt zt_reshape(const zt *t, int ndim, const int64_t *ne);
 typedef enum { ZROPE_ADJACENT = 0, ZROPE_HALF = 1 } zrope_pairing;
 
 /* A per-sample vector taken from a [B, S] tensor: sample b uses
- * t->data[b*S + off ... b*S + off + n).  Used for adaLN scales and gates. */
+ * t->data[b*S + off ... b*S + off + n).  Used for adaLN scales and gates;
+ * the models pass F32 tensors (backends should accept any float dtype). */
 typedef struct {
     const zt *t;
     int64_t off;
@@ -236,7 +237,8 @@ void zop_axpby(zexec *zx, zt *y, float a, const zt *x, float b);
 void zop_affine(zexec *zx, zt *y, const zt *x, float a, float b);
 /* dst rows [dst_row, +n) = src rows [src_row, +n) (same cols; dtype converted). */
 void zop_copy_rows(zexec *zx, zt *dst, int64_t dst_row, const zt *src, int64_t src_row, int64_t n);
-/* dst rows [row0, +n) = row (a [1, cols] or [cols] tensor). */
+/* dst rows [row0, +n) = row (a [1, cols] or [cols] tensor, any dtype:
+ * converted to dst's dtype). */
 void zop_fill_rows(zexec *zx, zt *dst, int64_t row0, int64_t n, const zt *row);
 /* y[B, D] = [cos(tau*f_0..f_{D/2-1}) | sin(...)], tau = t_b * scale,
  * f_k = exp(-ln(max_period) * k / (D/2)); t is a [B] F32 tensor. */

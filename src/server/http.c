@@ -49,6 +49,7 @@ void zs_config_defaults(zs_config *c) {
     c->max_retained = (size_t)512 << 20;
     c->max_conns = 256;
     c->shutdown_grace = 30;
+    c->idle_timeout = 60;
 }
 
 /* ---- replies ------------------------------------------------------------------------ */
@@ -217,6 +218,7 @@ enum MHD_Result zs_reply_sse(zs_req *r, zs_sse *e) {
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    r->long_poll = 1;
     return queue(r, 200, resp);
 }
 
@@ -238,7 +240,10 @@ int zs_client_gone(int fd) {
 
 int zs_wait_final(zs_req *r, zs_job *j) {
     unsigned ver = 0;
+    /* no idle timeout while the client waits for its job (restored when the
+     * request completes) */
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    r->long_poll = 1;
     for (;;) {
         zs_job_view v;
         zs_queue_view(r->s->q, j, 0, 0, &v);
@@ -530,8 +535,8 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     zs_server *s = cls;
     zs_req *r = *con_cls;
-    (void)conn;
     if (!r) return;
+    if (r->long_poll) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg.idle_timeout);
     int status = r->status ? r->status : 499; /* client closed before an answer */
     double dt = ztime_now() - r->t0;
     if (r->method) zs_metrics_request(s->m, r->endpoint, r->method, status, dt);
@@ -635,6 +640,7 @@ int zs_start(zs_server **out, const zs_config *cfg, zs_engine *engines, int n_en
     l->max_n = cfg->max_n > 0 ? cfg->max_n : 8;
     l->max_prompt = cfg->max_prompt > 0 ? cfg->max_prompt : 8192;
     if (s->cfg.max_body == 0) s->cfg.max_body = 1 << 20;
+    if (s->cfg.idle_timeout <= 0) s->cfg.idle_timeout = 60;
 
     s->m = zs_metrics_new();
     zs_queue_config qc = {
@@ -666,7 +672,7 @@ int zs_start(zs_server **out, const zs_config *cfg, zs_engine *engines, int n_en
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, access_cb, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)(cfg->max_conns > 0 ? cfg->max_conns : 256),
-                            MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout, MHD_OPTION_NOTIFY_COMPLETED, completed_cb, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
                             MHD_OPTION_END);
     freeaddrinfo(ai);

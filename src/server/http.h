@@ -44,6 +44,7 @@ typedef struct zs_req {
     const char *endpoint;      /* route label for metrics                    */
     int status;                /* status answered (0 = none yet)             */
     int fd;                    /* the client's socket (disconnect checks)    */
+    int long_poll;             /* idle timeout lifted while waiting          */
     char p1[80], p2[16];       /* path parameters ({id}, {i})                */
 } zs_req;
 

@@ -626,6 +626,14 @@ static void run_batch(worker *w, batch *b, int retry) {
         rc = e->generate_many(e->ctx, ps, b->n, rs);
     }
     double dt = ztime_now() - t0;
+    /* engine stats now (this thread owns the engine), before any waiter
+     * wakes up and reads them */
+    uint64_t hits = 0, misses = 0;
+    if (e->cache_stats) e->cache_stats(e->ctx, &hits, &misses);
+    pthread_mutex_lock(&q->mu);
+    w->cache_hits = hits;
+    w->cache_misses = misses;
+    pthread_mutex_unlock(&q->mu);
     if (rc != 0 && rc != ZIMAGE_ECANCELLED && retry && b->njobs > 1) {
         ZLOGW("batch of %d jobs failed (%s); retrying each job alone", b->njobs, e->errmsg(e->ctx));
         free(ps);
@@ -738,11 +746,7 @@ static void *worker_main(void *arg) {
         q->running_batches++;
         pthread_mutex_unlock(&q->mu);
         run_batch(w, &b, 1);
-        uint64_t h = 0, m = 0;
-        if (w->eng->cache_stats) w->eng->cache_stats(w->eng->ctx, &h, &m);
         pthread_mutex_lock(&q->mu);
-        w->cache_hits = h;
-        w->cache_misses = m;
         q->running_batches--;
         pthread_cond_broadcast(&q->idle_cv);
         sweep(q);

@@ -56,6 +56,9 @@ typedef struct zs_config {
     double job_ttl;          /* seconds a finished job is kept (600)        */
     size_t max_retained;     /* bytes of finished images kept (512 MiB)     */
     int max_conns;           /* concurrent connections (default 256)        */
+    int idle_timeout;        /* seconds an idle keep-alive connection is
+                                kept (default 60); a client waiting for its
+                                job or reading SSE is never timed out      */
     double shutdown_grace;   /* seconds running work may finish (30)        */
     int batch_wait_ms;       /* wait this long for a batch to fill (0)      */
     int quiet;               /* no request log                              */

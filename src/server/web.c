@@ -13,6 +13,7 @@ static const char PAGE[] =
     "<meta charset=\"utf-8\">\n"
     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
     "<title>zimage</title>\n"
+    "<link rel=\"icon\" href=\"data:,\">\n"
     "<style>\n"
     ":root{--bg:#111418;--panel:#1b2027;--line:#2c333d;--fg:#e6e9ee;--dim:#9aa4b1;--acc:#4f8cff;--bad:#ff6b6b}\n"
     "*{box-sizing:border-box}\n"

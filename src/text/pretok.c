@@ -108,7 +108,7 @@ static const cp_range k_post9[] = {
 
 /* Code points with ccc 0 that occur as non-initial parts of canonical
  * decompositions (besides the Hangul V/T jamo): text containing one of them
- * may change under NFC although none of its characters decomposes. */
+ * may change under NFC although none of its characters decomposes.  Sorted. */
 static const uint32_t k_ccc0_second[] = {
     0x9BE, 0x9D7, 0xB3E, 0xB56, 0xB57, 0xBBE, 0xBD7, 0xCC2, 0xCD5, 0xCD6,
     0xD3E, 0xD57, 0xDCF, 0xDDF, 0xFB5, 0xFB7, 0x102E, 0x1B35, 0x11127,
@@ -169,14 +169,21 @@ int zt_cp_class(uint32_t c) {
 /* 1 if c may take part in a change under NFC (quick check). */
 static int nfc_suspect(uint32_t c) {
     if (c < 0x300) return 0;
+    if ((c >= 0x4E00 && c <= 0x9FFF) || (c >= 0xAC00 && c <= 0xD7A3)) return 0; /* CJK, Hangul LV/LVT */
     const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)c);
     if (p->combining_class != 0) return 1;
     if (p->decomp_seqindex != UINT16_MAX && p->decomp_type == 0) return 1; /* canonical */
     if ((c >= 0x1161 && c <= 0x1175) || (c >= 0x11A8 && c <= 0x11C2)) return 1; /* Hangul V, T */
-    for (size_t i = 0; i < NELEM(k_ccc0_second); i++)
-        if (k_ccc0_second[i] == c) return 1;
-    if (c == NFC_MASK || in_ranges(k_post9, NELEM(k_post9), c)) return 1;
-    return 0;
+    if (c >= k_ccc0_second[0] && c <= k_ccc0_second[NELEM(k_ccc0_second) - 1]) {
+        size_t lo = 0, hi = NELEM(k_ccc0_second);
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (k_ccc0_second[mid] == c) return 1;
+            if (k_ccc0_second[mid] < c) lo = mid + 1;
+            else hi = mid;
+        }
+    }
+    return c == NFC_MASK || in_ranges(k_post9, NELEM(k_post9), c);
 }
 
 static int is_masked(uint32_t c) {

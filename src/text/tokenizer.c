@@ -392,13 +392,17 @@ static int load_merges(ztok *t, json_t *merges, zerr *e) {
     return ZE_OK;
 }
 
+/* A jansson load error as ZE_IO (cannot open) or ZE_FORMAT, naming the file. */
+static int json_fail(const json_error_t *je, const char *path, zerr *e) {
+    if (json_error_code(je) == json_error_cannot_open_file) return zerr_set(e, ZE_IO, "%s", je->text);
+    return zerr_set(e, ZE_FORMAT, "%s: invalid JSON at line %d, column %d: %s", path, je->line, je->column,
+                    je->text);
+}
+
 static int check_config(ztok *t, const char *path, zerr *e) {
     json_error_t je;
     json_t *c = json_load_file(path, 0, &je);
-    if (!c) {
-        int io = json_error_code(&je) == json_error_cannot_open_file;
-        return zerr_set(e, io ? ZE_IO : ZE_FORMAT, "%s:%d: %s", path, je.line, je.text);
-    }
+    if (!c) return json_fail(&je, path, e);
     int rc = ZE_OK;
     json_t *atd = json_object_get(c, "added_tokens_decoder");
     const char *tpl = json_string_value(json_object_get(c, "chat_template"));
@@ -434,10 +438,7 @@ int ztok_load(ztok **out, const char *path, const char *config_path, zerr *e) {
     *out = NULL;
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
-    if (!root) {
-        int io = json_error_code(&je) == json_error_cannot_open_file;
-        return zerr_set(e, io ? ZE_IO : ZE_FORMAT, "%s:%d: %s", path, je.line, je.text);
-    }
+    if (!root) return json_fail(&je, path, e);
     ztok *t = calloc(1, sizeof *t);
     int rc;
     if (!t) {
@@ -514,11 +515,14 @@ typedef struct {
 #define CACHE_MAX_KEY 128   /* ... and only pieces up to this many bytes */
 #define CACHE_MAX_SLOTS (1u << 20)
 
+#define ENC_STOP 1 /* internal: enough ids (positive, unlike the ZE_* errors) */
+
 typedef struct {
     const ztok *t;
     zerr *e;
     int32_t *ids; /* output */
     size_t n, cap;
+    size_t limit; /* stop once this many ids exist (0 = no limit) */
     /* BPE scratch */
     int32_t *sym, *prv, *nxt;
     size_t sym_cap;
@@ -646,8 +650,7 @@ static int cache_rehash(enc_ws *w, size_t cap) {
     return ZE_OK;
 }
 
-static int on_piece(void *ctx, const uint8_t *p, size_t n) {
-    enc_ws *w = ctx;
+static int piece_ids(enc_ws *w, const uint8_t *p, size_t n) {
     if (n == 1) return push_id(w, w->t->byte_id[p[0]]);
     if (!w->use_cache || n > CACHE_MAX_KEY) return bpe(w, p, n);
     uint64_t h = hash_bytes(p, n);
@@ -684,6 +687,12 @@ static int on_piece(void *ctx, const uint8_t *p, size_t n) {
     return ZE_OK;
 }
 
+static int on_piece(void *ctx, const uint8_t *p, size_t n) {
+    enc_ws *w = ctx;
+    int rc = piece_ids(w, p, n);
+    return !rc && w->limit && w->n >= w->limit ? ENC_STOP : rc;
+}
+
 /* NFC + regex + BPE of the text between two added tokens. */
 static int encode_segment(enc_ws *w, const uint8_t *s, size_t n) {
     if (!n) return ZE_OK;
@@ -705,7 +714,9 @@ static void ws_free(enc_ws *w) {
     free(w->ipool);
 }
 
-int ztok_encode(const ztok *t, const char *text, size_t len, int32_t **ids, int *n, zerr *e) {
+/* ztok_encode; with limit > 0 it may stop once limit ids exist (ids come
+ * out in order and are never revised, so a prefix of the full result). */
+static int encode_impl(const ztok *t, const char *text, size_t len, size_t limit, int32_t **ids, int *n, zerr *e) {
     if (!ids || !n) return zerr_set(e, ZE_INVALID, "ztok_encode: NULL argument");
     *ids = NULL;
     *n = 0;
@@ -715,8 +726,9 @@ int ztok_encode(const ztok *t, const char *text, size_t len, int32_t **ids, int 
     if (bad >= 0)
         return zerr_set(e, ZE_INVALID, "text is not valid UTF-8: bad byte 0x%02x at offset %td", s[bad], bad);
 
-    enc_ws w = {.t = t, .e = e};
-    int rc = grow((void **)&w.ids, &w.cap, len / 3 + 16, sizeof *w.ids, e);
+    enc_ws w = {.t = t, .e = e, .limit = limit};
+    size_t guess = len / 3 + 16;
+    int rc = grow((void **)&w.ids, &w.cap, limit && limit + 16 < guess ? limit + 16 : guess, sizeof *w.ids, e);
     if (!rc && len >= CACHE_MIN_TEXT) {
         w.use_cache = 1;
         rc = cache_rehash(&w, 1u << 12);
@@ -732,10 +744,12 @@ int ztok_encode(const ztok *t, const char *text, size_t len, int32_t **ids, int 
         if (hit < 0) { i++; continue; }
         rc = encode_segment(&w, s + seg, i - seg);
         if (!rc) rc = push_id(&w, t->added[hit].id);
+        if (!rc && limit && w.n >= limit) rc = ENC_STOP;
         i += t->added[hit].len;
         seg = i;
     }
     if (!rc) rc = encode_segment(&w, s + seg, len - seg);
+    if (rc == ENC_STOP) rc = ZE_OK;
     if (!rc && w.n > (size_t)INT_MAX) rc = zerr_set(e, ZE_INVALID, "text too long (%zu tokens)", w.n);
     ws_free(&w);
     if (rc) {
@@ -745,6 +759,10 @@ int ztok_encode(const ztok *t, const char *text, size_t len, int32_t **ids, int 
     *ids = w.ids;
     *n = (int)w.n;
     return ZE_OK;
+}
+
+int ztok_encode(const ztok *t, const char *text, size_t len, int32_t **ids, int *n, zerr *e) {
+    return encode_impl(t, text, len, 0, ids, n, e);
 }
 
 int ztok_encode_prompt(const ztok *t, const char *prompt, int max_length, int32_t **ids, int *n, zerr *e) {
@@ -763,7 +781,7 @@ int ztok_encode_prompt(const ztok *t, const char *prompt, int max_length, int32_
     ptrdiff_t bad = zt_utf8_check((const uint8_t *)prompt, pn);
     int rc = bad >= 0 ? zerr_set(e, ZE_INVALID, "prompt is not valid UTF-8: bad byte 0x%02x at offset %td",
                                  (uint8_t)prompt[bad], bad)
-                      : ztok_encode(t, s, hn + pn + tn, ids, n, e);
+                      : encode_impl(t, s, hn + pn + tn, max_length > 0 ? (size_t)max_length : 0, ids, n, e);
     free(s);
     if (rc) return rc;
     if (max_length > 0 && *n > max_length) *n = max_length; /* right truncation */

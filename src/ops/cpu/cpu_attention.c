@@ -44,9 +44,7 @@ static double sum_f32(const float *s, int64_t n) {
 /* softmax of row s[0, n) in place (max subtracted, f32 exp, sum in double,
  * times 1/sum like ATen); [n, ld) is zeroed (masked keys). */
 static void softmax_row(float *s, int64_t n, int64_t ld) {
-    float mx = s[0];
-    for (int64_t j = 1; j < n; j++) mx = s[j] > mx ? s[j] : mx;
-    for (int64_t j = 0; j < n; j++) s[j] = zcpu_expf(s[j] - mx);
+    zcpu_vexp_sub(s, n, zcpu_vmax(s, n));
     float inv = 1.0f / (float)sum_f32(s, n);
     for (int64_t j = 0; j < n; j++) s[j] *= inv;
     for (int64_t j = n; j < ld; j++) s[j] = 0.0f;

@@ -17,6 +17,7 @@
 #include "cpu_internal.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define ZCPU_X86 1
 #endif
@@ -93,6 +94,23 @@ void *zcpu_scratch(zbackend *be, int slot, size_t bytes) {
 /* ---- dtype conversion --------------------------------------------------------- */
 
 #ifdef ZCPU_X86
+/* F16C + AVX usable: CPUID.1:ECX bits 27 (OSXSAVE), 28 (AVX), 29 (F16C) and
+ * the OS saving YMM state (XCR0 bits 1, 2).  Checked once. */
+static int has_f16c(void) {
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v >= 0) return v;
+    unsigned a, b, c, d;
+    v = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 27)) && (c & (1u << 28)) && (c & (1u << 29))) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        v = (lo & 6u) == 6u;
+    }
+    __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    return v;
+}
+
 __attribute__((target("avx,f16c"))) static void widen_f16_f16c(float *dst, const uint16_t *src, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
@@ -110,7 +128,7 @@ void zcpu_widen(float *dst, const void *src, zt_dtype dt, int64_t n) {
     } else {
         const uint16_t *s = src;
 #ifdef ZCPU_X86
-        if (__builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx")) {
+        if (has_f16c()) {
             widen_f16_f16c(dst, s, n);
             return;
         }

@@ -6,13 +6,16 @@
  *   zero padding (top pt, left pl, bottom pb, right pr), stride s.
  *
  * 1x1 stride-1 unpadded convs are a plain matmul over the B*H*W pixels.  The
- * rest is im2col + GEMM over tiles of T output pixels: the tile's rows
- * col[T, kh*kw*Ci] (out-of-image taps are zeros) are built in parallel, then
- * one GEMM (zcpu_gemm: threads, BF16/F16 weights widened) writes the T
- * contiguous output pixels.  T * kh*kw*Ci <= threads * ZCPU_COL_FLOATS, so the
- * scratch stays bounded whatever the image size (a full im2col of a
- * 1024x1024x256 3x3 conv would be ~10 GB).  Output pixels of an NHWC tensor
- * are its rows, so y needs no reordering. */
+ * rest is im2col + GEMM over tasks of T output pixels: a task builds the rows
+ * col[T, kh*kw*Ci] of its pixels (out-of-image taps are zeros) in its
+ * thread's tile and runs one sgemm into the T contiguous output rows (output
+ * pixels of an NHWC tensor are its rows).  Tasks are scheduled dynamically,
+ * with no barrier between im2col and GEMM.  T * kh*kw*Ci <= ZCPU_COL_FLOATS
+ * per thread, so the scratch stays bounded whatever the image size (a full
+ * im2col of a 1024x1024x256 3x3 conv would be ~10 GB).  BF16/F16 weights are
+ * widened once per call (VAE convs are at most 2.4M elements); weights over
+ * CONV_WHOLE_FLOATS take a slower path: shared im2col tiles and zcpu_gemm,
+ * which widens them tile by tile. */
 #include <omp.h>
 
 #include "cpu_internal.h"
@@ -44,6 +47,10 @@ static void im2col_row(float *dst, const zt *x, int64_t p, int64_t Ho, int64_t W
     }
 }
 
+/* Weights up to this many elements are widened whole (BF16/F16) and shared by
+ * all pixel tasks; the VAE's largest conv has 512 * 4608 = 2.4M. */
+#define CONV_WHOLE_FLOATS (1 << 23)
+
 void zcpu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
                  int pad_l, int pad_b, int pad_r) {
     int64_t B = x->ne[0], H = x->ne[1], W = x->ne[2], Ci = x->ne[3];
@@ -56,13 +63,53 @@ void zcpu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int
     }
     int64_t P = B * Ho * Wo;
     if (P == 0 || Co == 0) return;
+    const float *bv = b ? b->data : NULL;
+    float beta = bv ? 1.0f : 0.0f;
+    int ybf = y->dtype != ZT_F32;
+
+    if (w->dtype == ZT_F32 || Co * K <= CONV_WHOLE_FLOATS) {
+        /* one task = T output pixels: im2col into the thread's tile, then one
+         * sgemm; tasks are independent (no barrier between im2col and GEMM) */
+        const float *wf = w->data;
+        if (w->dtype != ZT_F32) {
+            float *buf = zcpu_scratch(be, ZCPU_SCR_WTILE, (size_t)(Co * K) * 4);
+            if (!buf) return;
+            int64_t rows = 65536 / K + 1;
+#pragma omp parallel for schedule(static) num_threads(nth) if (Co * K > 65536)
+            for (int64_t r0 = 0; r0 < Co; r0 += rows)
+                zcpu_widen(buf + r0 * K, zcpu_at(w, r0 * K), w->dtype, (Co - r0 < rows ? Co - r0 : rows) * K);
+            wf = buf;
+        }
+        int64_t T = ZCPU_COL_FLOATS / K;
+        int64_t even = (P + 4 * nth - 1) / (4 * nth); /* at least 4 tasks per thread */
+        if (T > even) T = even;
+        if (T < 1) T = 1;
+        size_t slice = zcpu_slice((size_t)(T * (K + (ybf ? Co : 0))) * 4);
+        char *bufs = zcpu_scratch(be, ZCPU_SCR_COL, slice * (size_t)nth);
+        if (!bufs) return;
+        int64_t ntask = (P + T - 1) / T;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (P * K * Co > 1000000)
+        for (int64_t t = 0; t < ntask; t++) {
+            float *col = (float *)(bufs + slice * (size_t)omp_get_thread_num());
+            int64_t p0 = t * T, pn = P - p0 < T ? P - p0 : T;
+            float *yf = ybf ? col + T * K : (float *)y->data + p0 * Co;
+            for (int64_t i = 0; i < pn; i++) {
+                im2col_row(col + i * K, x, p0 + i, Ho, Wo, kh, kw, stride, pad_t, pad_l);
+                if (bv) memcpy(yf + i * Co, bv, (size_t)Co * 4);
+            }
+            zcpu_sgemm1(pn, Co, K, 1.0f, col, K, wf, K, 1, beta, yf, Co);
+            if (ybf) zcpu_narrow(zcpu_at(y, p0 * Co), y->dtype, yf, pn * Co);
+        }
+        return;
+    }
+
+    /* very large BF16/F16 weights: shared im2col tiles, zcpu_gemm widens w tile by tile */
     int64_t T = (int64_t)nth * ZCPU_COL_FLOATS / K;
     if (T < 1) T = 1;
     if (T > P) T = P;
     float *col = zcpu_scratch(be, ZCPU_SCR_COL, (size_t)(T * K) * 4);
-    float *ybuf = y->dtype == ZT_F32 ? NULL : zcpu_scratch(be, ZCPU_SCR_CONVY, (size_t)(T * Co) * 4);
-    if (!col || (y->dtype != ZT_F32 && !ybuf)) return;
-    const float *bv = b ? b->data : NULL;
+    float *ybuf = ybf ? zcpu_scratch(be, ZCPU_SCR_CONVY, (size_t)(T * Co) * 4) : NULL;
+    if (!col || (ybf && !ybuf)) return;
     for (int64_t p0 = 0; p0 < P && be->status == ZE_OK; p0 += T) {
         int64_t pn = P - p0 < T ? P - p0 : T;
         float *yf = ybuf ? ybuf : (float *)y->data + p0 * Co;
@@ -71,7 +118,7 @@ void zcpu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int
             im2col_row(col + i * K, x, p0 + i, Ho, Wo, kh, kw, stride, pad_t, pad_l);
             if (bv) memcpy(yf + i * Co, bv, (size_t)Co * 4);
         }
-        zcpu_gemm(be, pn, Co, K, col, K, w, yf, Co, bv ? 1.0f : 0.0f);
+        zcpu_gemm(be, pn, Co, K, col, K, w, yf, Co, beta);
         if (ybuf) {
 #pragma omp parallel for schedule(static) num_threads(nth) if (pn * Co > 32768)
             for (int64_t i = 0; i < pn; i++) zcpu_narrow(zcpu_at(y, (p0 + i) * Co), y->dtype, ybuf + i * Co, Co);

@@ -1,11 +1,12 @@
 /* cpu_elementwise.c - elementwise and row ops of the CPU backend:
  * silu_mul, silu, add, axpby, affine, copy_rows, fill_rows, embed,
- * timestep_embed, cfg_combine.
+ * timestep_embed, cfg_combine; and the backend's 8-lane vector math
+ * (e^x, silu, max) that softmax, silu and groupnorm use.
  *
  * Every op walks its tensors in chunks of ZCPU_CHUNK values (one chunk per
  * OpenMP iteration); non-F32 arguments are widened into stack buffers per
  * chunk, F32 ones are used in place.  Formulas follow PyTorch fp32:
- *   silu(x) = x / (1 + exp(-x))
+ *   silu(x) = x / (1 + exp(-x))   (exp: the Cephes polynomial below, <= 2 ulp)
  *   timestep_embed: f_k = exp((-ln(max_period) as f32) * k / half), arg = tau * f_k,
  *                   y = [cos(arg) | sin(arg)], tau = t * scale, all in f32
  *                   (diffusers TimestepEmbedder.timestep_embedding).
@@ -18,6 +19,96 @@
 
 #define PAR_MIN 32768 /* values below which an op runs on one thread */
 
+/* ---- vector math: 4-lane e^x, silu, max (see cpu_internal.h) ---------------- */
+
+/* 4 lanes = one SSE register (wider vectors would change the ABI of these
+ * helpers on x86-64-v2) */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4f splat(float v) { return (v4f){v, v, v, v}; }
+/* m ? a : b, lane-wise (m: all-ones / zero lanes from a comparison) */
+static inline v4f sel(v4i m, v4f a, v4f b) { return (v4f)((m & (v4i)a) | (~m & (v4i)b)); }
+static inline v4f load4(const float *p) {
+    v4f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void store4(float *p, v4f v) { memcpy(p, &v, sizeof v); }
+/* first n < 4 values, the rest filled with `fill` */
+static inline v4f load_part(const float *p, int64_t n, float fill) {
+    float b[4];
+    for (int i = 0; i < 4; i++) b[i] = i < n ? p[i] : fill;
+    return load4(b);
+}
+static inline void store_part(float *p, v4f v, int64_t n) {
+    float b[4];
+    store4(b, v);
+    for (int64_t i = 0; i < n; i++) p[i] = b[i];
+}
+
+static inline v4f vexp(v4f x) {
+    const v4f hi = splat(88.0f), lo = splat(-87.33654f);
+    v4f xc = sel(x > hi, hi, x);
+    xc = sel(xc < lo, lo, xc);
+    /* n = floor(x * log2(e) + 0.5) */
+    v4f t = xc * 1.44269504088896341f + 0.5f;
+    v4i ti = __builtin_convertvector(t, v4i); /* truncates toward zero */
+    v4f tf = __builtin_convertvector(ti, v4f);
+    v4i corr = tf > t; /* -1 where truncation rounded up (t < 0) */
+    v4i n = ti + corr;
+    v4f fx = tf + __builtin_convertvector(corr, v4f);
+    v4f r = xc - fx * 0.693359375f;
+    r = r - fx * -2.12194440e-4f;
+    v4f p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    v4f scale = (v4f)((n + 127) << 23);
+    return sel(x < lo, splat(0.0f), p * scale);
+}
+
+static inline v4f vsilu(v4f x) { return x / (1.0f + vexp(-x)); }
+
+void zcpu_vexp_sub(float *x, int64_t n, float sub) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) store4(x + i, vexp(load4(x + i) - sub));
+    if (i < n) store_part(x + i, vexp(load_part(x + i, n - i, 0.0f) - sub), n - i);
+}
+
+void zcpu_vsilu(float *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) store4(y + i, vsilu(load4(x + i)));
+    if (i < n) store_part(y + i, vsilu(load_part(x + i, n - i, 0.0f)), n - i);
+}
+
+void zcpu_vsilu_mul(float *y, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) store4(y + i, vsilu(load4(g + i)) * load4(u + i));
+    if (i < n) store_part(y + i, vsilu(load_part(g + i, n - i, 0.0f)) * load_part(u + i, n - i, 0.0f), n - i);
+}
+
+float zcpu_vmax(const float *x, int64_t n) {
+    v4f m = splat(x[0]);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v = load4(x + i);
+        m = sel(v > m, v, m);
+    }
+    if (i < n) {
+        v4f v = load_part(x + i, n - i, x[0]);
+        m = sel(v > m, v, m);
+    }
+    float b[4], r;
+    store4(b, m);
+    r = b[0];
+    for (int k = 1; k < 4; k++) r = b[k] > r ? b[k] : r;
+    return r;
+}
+
 void zcpu_silu(zbackend *be, zt *y, const zt *x) {
     int64_t n = zt_numel(x);
 #pragma omp parallel for schedule(static) num_threads(be->threads) if (n > PAR_MIN)
@@ -26,7 +117,7 @@ void zcpu_silu(zbackend *be, zt *y, const zt *x) {
         int64_t m = n - i0 < ZCPU_CHUNK ? n - i0 : ZCPU_CHUNK;
         const float *xs = zcpu_in(x, i0, m, bx);
         float *ys = zcpu_out(y, i0, by);
-        for (int64_t j = 0; j < m; j++) ys[j] = zcpu_silu1(xs[j]);
+        zcpu_vsilu(ys, xs, m);
         zcpu_put(y, i0, m, ys);
     }
 }
@@ -42,7 +133,7 @@ void zcpu_silu_mul(zbackend *be, zt *y, const zt *gu) {
         const float *g = zcpu_in(gu, r * 2 * F + c0, m, bg);
         const float *u = zcpu_in(gu, r * 2 * F + F + c0, m, bu);
         float *ys = zcpu_out(y, r * F + c0, by);
-        for (int64_t j = 0; j < m; j++) ys[j] = zcpu_silu1(g[j]) * u[j];
+        zcpu_vsilu_mul(ys, g, u, m);
         zcpu_put(y, r * F + c0, m, ys);
     }
 }
@@ -98,7 +189,8 @@ void zcpu_copy_rows(zbackend *be, zt *dst, int64_t dst_row, const zt *src, int64
     const char *s = zcpu_at(src, src_row * c);
     size_t db = zt_dtype_size(dst->dtype), sb = zt_dtype_size(src->dtype);
     /* overlapping ranges of one buffer: one memmove-like pass */
-    if (d < s + (size_t)total * sb && s < d + (size_t)total * db) {
+    uintptr_t du = (uintptr_t)d, su = (uintptr_t)s;
+    if (du < su + (size_t)total * sb && su < du + (size_t)total * db) {
         if (dst->dtype == src->dtype) {
             memmove(d, s, (size_t)total * db);
             return;

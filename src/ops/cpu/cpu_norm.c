@@ -143,10 +143,9 @@ void zcpu_groupnorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, 
     size_t slice;
     float *bufs = thread_bufs(be, 2 * ppt * C, &slice);
     if (!bufs) return;
-    int par = P * C > ROWS_PAR_MIN;
 
     /* pass 1: sums and sums of squares per (sample, group) */
-#pragma omp parallel for schedule(static) num_threads(nth) if (par)
+#pragma omp parallel for schedule(static) num_threads(nth) if (P * C > ROWS_PAR_MIN)
     for (int64_t t = 0; t < ntask; t++) {
         double *acc = part + (int64_t)omp_get_thread_num() * B * G * 2;
         int64_t p0 = t * ppt, p1 = p0 + ppt < P ? p0 + ppt : P;
@@ -187,7 +186,7 @@ void zcpu_groupnorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, 
         }
     }
     /* pass 2: y = x * sc + sh (then silu) */
-#pragma omp parallel for schedule(static) num_threads(nth) if (par)
+#pragma omp parallel for schedule(static) num_threads(nth) if (P * C > ROWS_PAR_MIN)
     for (int64_t t = 0; t < ntask; t++) {
         float *bx = TBUF(bufs, slice), *by = bx + ppt * C;
         int64_t p0 = t * ppt, p1 = p0 + ppt < P ? p0 + ppt : P;
@@ -196,10 +195,8 @@ void zcpu_groupnorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, 
         for (int64_t p = p0; p < p1; p++) {
             const float *xp = xs + (p - p0) * C, *scp = sc + (p / HW) * C, *shp = sh + (p / HW) * C;
             float *yp = ys + (p - p0) * C;
-            for (int64_t c = 0; c < C; c++) {
-                float v = xp[c] * scp[c] + shp[c];
-                yp[c] = silu ? zcpu_silu1(v) : v;
-            }
+            for (int64_t c = 0; c < C; c++) yp[c] = xp[c] * scp[c] + shp[c];
+            if (silu) zcpu_vsilu(yp, yp, C);
         }
         zcpu_put(y, p0 * C, (p1 - p0) * C, ys);
     }

@@ -14,7 +14,9 @@
  * mode, so a first-time scratch grow may cudaMalloc while capturing) and
  * cudaGraphInstantiate; graph_launch replays on the stream.
  *
- * Env: ZIMAGE_CUDA_ATTN=flash|chunked forces one attention path (tests). */
+ * Env: ZIMAGE_CUDA_ATTN=flash|chunked forces one attention path (tests);
+ * default: cuDNN's fused attention where it takes the shape, else the own
+ * flash kernel, else the chunked GEMM path (see cuda_attention.cu). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -76,7 +78,7 @@ static size_t ptr_hash(const void *p, size_t cap) {
 static int atab_put(zcuda *zc, void *p, size_t n) {
     if (2 * (zc->atab_n + 1) > zc->atab_cap) { /* grow, keep load <= 1/2 */
         size_t ncap = zc->atab_cap ? 2 * zc->atab_cap : 1024;
-        struct zcu_alloc_ent *nt = (struct zcu_alloc_ent *)calloc(ncap, sizeof *nt);
+        zcu_alloc_ent *nt = (zcu_alloc_ent *)calloc(ncap, sizeof *nt);
         if (!nt) return 0;
         for (size_t i = 0; i < zc->atab_cap; i++) {
             if (!zc->atab[i].p) continue;
@@ -321,6 +323,29 @@ int zcu_fill_random(zbackend *be, zt *t, uint64_t seed, float scale, float offse
     return ZE_OK;
 }
 
+/* ---- diagnostics ------------------------------------------------------------------------ */
+
+extern "C" int zcuda_describe(zbackend *be, char *buf, size_t n) {
+    if (!be || !be->vt || strcmp(be->vt->name, "cuda") || !n) return 0;
+    zcuda *zc = ZC(be);
+    cudaDeviceProp prop;
+    size_t o = 0;
+    if (cudaGetDeviceProperties(&prop, zc->dev) == cudaSuccess)
+        o += (size_t)snprintf(buf + o, n - o, "device %d: %s, cc %d.%d, %d SMs\n", zc->dev, prop.name, prop.major,
+                              prop.minor, prop.multiProcessorCount);
+    int rt = 0, drv = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    if (o < n)
+        o += (size_t)snprintf(buf + o, n - o, "cuda runtime %d, driver %d, cuBLASLt %zu, cuDNN %zu; attention mode %d\n",
+                              rt, drv, cublasLtGetVersion(), cudnnGetVersion(), zc->attn_mode);
+    if (o < n) o += zcu_mm_describe(zc, buf + o, n - o);
+    if (o < n) o += zcu_conv_describe(zc, buf + o, n - o);
+    if (o < n) o += zcu_sdpa_describe(zc, buf + o, n - o);
+    if (o >= n) o = n - 1;
+    return (int)o;
+}
+
 /* ---- creation ------------------------------------------------------------------------- */
 
 extern "C" int zcuda_available(void) {
@@ -340,6 +365,7 @@ static void cu_destroy(zbackend *be) {
         if (zc->stream) cudaStreamSynchronize(zc->stream);
         zcu_mm_cache_free(zc);
         zcu_conv_cache_free(zc);
+        zcu_sdpa_cache_free(zc);
         for (int i = 0; i < ZCU_SCR_N; i++)
             if (zc->scr[i].p) cudaFree(zc->scr[i].p);
         for (int i = 0; i < zc->nretired; i++) cudaFree(zc->retired[i]);

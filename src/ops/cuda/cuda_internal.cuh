@@ -1,4 +1,4 @@
-/* cuda_internal.cuh - private to the CUDA backend (src/ops/cuda/*.cu).
+/* cuda_internal.cuh - private to the CUDA backend (the .cu files in src/ops/cuda).
  *
  * What lives here
  *   - zcuda: the backend's private state (device, one stream, cuBLASLt and
@@ -55,11 +55,26 @@ enum {
     ZCU_SCR_STATS,   /* groupnorm / cfg statistics (doubles)                */
     ZCU_SCR_COPY,    /* copy_rows of overlapping ranges                     */
     ZCU_SCR_IDS,     /* embed: device copy of the token ids                 */
+    ZCU_SCR_MMBIAS,  /* matmul: bf16 copy of the bias (bf16-bias epilogue)  */
+    ZCU_SCR_SDPAWS,  /* cuDNN attention workspace                           */
+    ZCU_SCR_SDPASEQ, /* cuDNN attention: seq_len_q | seq_len_kv (int32)     */
     ZCU_SCR_N
 };
 
 typedef struct zcu_mm_plan zcu_mm_plan;     /* cuda_matmul.cu */
 typedef struct zcu_conv_plan zcu_conv_plan; /* cuda_conv.cu   */
+typedef struct zcu_sdpa_plan zcu_sdpa_plan; /* cuda_sdpa.cu   */
+
+/* Per-sample lengths passed to kernels BY VALUE (graph-safe). */
+#define ZCU_MAXB 64
+typedef struct {
+    int32_t v[ZCU_MAXB];
+} zcu_lens;
+
+typedef struct zcu_alloc_ent {
+    void *p;
+    size_t n;
+} zcu_alloc_ent;
 
 typedef struct zcuda {
     int dev;
@@ -72,10 +87,7 @@ typedef struct zcuda {
     cudnnHandle_t dnn;
     /* memory accounting: device allocation table (open addressing)          */
     size_t in_use, peak;
-    struct zcu_alloc_ent {
-        void *p;
-        size_t n;
-    } *atab;
+    zcu_alloc_ent *atab;
     size_t atab_cap, atab_n;
     /* grow-once scratch */
     struct {
@@ -89,7 +101,12 @@ typedef struct zcuda {
     int mm_n, mm_cap;
     zcu_conv_plan *conv;
     int conv_n, conv_cap;
-    int attn_mode; /* 0 auto, 1 own flash kernel only, 2 chunked GEMM path */
+    zcu_sdpa_plan *sdpa;
+    int sdpa_n, sdpa_cap;
+    /* attention path: 0 auto (cuDNN where it takes the shape, else the own
+     * flash kernel, else chunked), 1 own flash kernel (no cuDNN), 2 chunked
+     * GEMM path only; env ZIMAGE_CUDA_ATTN=auto|flash|chunked */
+    int attn_mode;
     int capturing;
 } zcuda;
 
@@ -140,6 +157,17 @@ typedef struct {
 int zcu_gemm(zbackend *be, const zcu_gemm_args *a);
 void zcu_mm_cache_free(zcuda *zc);
 void zcu_conv_cache_free(zcuda *zc);
+void zcu_sdpa_cache_free(zcuda *zc);
+/* One line per cached plan into buf; return the characters written. */
+size_t zcu_mm_describe(zcuda *zc, char *buf, size_t n);
+size_t zcu_conv_describe(zcuda *zc, char *buf, size_t n);
+size_t zcu_sdpa_describe(zcuda *zc, char *buf, size_t n);
+
+/* ---- cuDNN fused attention (cuda_sdpa.cu) -----------------------------------
+ * Returns 1 if it took the call (ran it, or recorded a failure on be), 0 if
+ * this shape/dtype/mask is not supported by that path (nothing enqueued). */
+int zcu_sdpa_cudnn(zbackend *be, const zt *o, const zt *q, const zt *k, const zt *v, int hq, int hkv,
+                   const int32_t *kv_len, int causal, float scale);
 
 /* ---- device dtype helpers -------------------------------------------------- */
 

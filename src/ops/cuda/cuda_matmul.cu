@@ -26,7 +26,9 @@ struct zcu_mm_plan {
     int w_kn, ydt, bias, beta1, align; /* align: log2 of min pointer alignment (<= 8) */
     /* value */
     int used;
-    int mode; /* 0 cuBLASLt, 1 cuBLASLt + separate bias kernel, 2 fallback kernel */
+    int mode; /* 0 cuBLASLt (+ F32 bias epilogue), 1 cuBLASLt + bias kernel, 2 fallback kernel,
+               * 3 cuBLASLt with a bf16 copy of the bias */
+    size_t ws;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
@@ -92,15 +94,42 @@ static zcu_mm_plan *cache_slot(zcuda *zc, const zcu_mm_plan *k) {
     return &zc->mm[j];
 }
 
-/* Build descriptors + pick an algorithm for plan p (key filled in). */
+/* One attempt: a fresh descriptor with epilogue `epi` (bias of type bty), then
+ * the heuristic.  Returns 1 and fills p->desc / p->algo on success. */
+static int plan_try(zcuda *zc, zcu_mm_plan *p, cublasLtMatmulPreference_t pref, cublasLtEpilogue_t epi,
+                    cudaDataType_t bty) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    p->desc = NULL;
+    cublasOperation_t ta = p->w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return 0;
+    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT) {
+        if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) ||
+            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bty, sizeof bty))
+            return 0;
+    }
+    cublasLtMatmulHeuristicResult_t res[4];
+    int nres = 0;
+    cublasStatus_t s =
+        cublasLtMatmulAlgoGetHeuristic(zc->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 4, res, &nres);
+    for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < nres; i++)
+        if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= zc->lt_ws_size) {
+            p->algo = res[i].algo;
+            p->ws = res[i].workspaceSize;
+            return 1;
+        }
+    return 0;
+}
+
+/* Build layouts + pick an algorithm for plan p (key filled in).  Modes, in
+ * order of preference: fused bias epilogue with the F32 bias (0), with a bf16
+ * copy of the bias (3, bf16 outputs: what a bf16 Linear does anyway), plain
+ * GEMM + bias kernel (1), fallback kernel (2). */
 static void plan_build(zbackend *be, zcu_mm_plan *p) {
     zcuda *zc = ZC(be);
     cudaDataType_t dty = p->ydt == ZT_F32 ? CUDA_R_32F : CUDA_R_16BF;
     p->mode = 2;
-    cublasOperation_t ta = p->w_kn ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    if (cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return;
-    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
-    cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
     /* A = w: [N, K] row-major is col-major K x N (op T); [K, N] is N x K (op N) */
     if (p->w_kn)
         cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, (uint64_t)p->N, (uint64_t)p->K, p->ldw);
@@ -119,28 +148,29 @@ static void plan_build(zbackend *be, zcu_mm_plan *p) {
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al);
-
-    for (int try_bias = p->bias ? 1 : 0; try_bias >= 0; try_bias--) {
-        cublasLtEpilogue_t epi = try_bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi);
-        if (try_bias) {
-            cudaDataType_t bt = CUDA_R_32F;
-            cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt);
-        }
-        cublasLtMatmulHeuristicResult_t res[4];
-        int nres = 0;
-        cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(zc->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 4, res,
-                                                          &nres);
-        int pick = -1;
-        for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < nres && pick < 0; i++)
-            if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= ws) pick = i;
-        if (pick >= 0) {
-            p->algo = res[pick].algo;
-            p->mode = (p->bias && !try_bias) ? 1 : 0;
-            break;
-        }
-    }
+    if (p->bias && plan_try(zc, p, pref, CUBLASLT_EPILOGUE_BIAS, CUDA_R_32F))
+        p->mode = 0;
+    else if (p->bias && p->ydt == ZT_BF16 && plan_try(zc, p, pref, CUBLASLT_EPILOGUE_BIAS, CUDA_R_16BF))
+        p->mode = 3;
+    else if (plan_try(zc, p, pref, CUBLASLT_EPILOGUE_DEFAULT, CUDA_R_32F))
+        p->mode = p->bias ? 1 : 0;
     cublasLtMatmulPreferenceDestroy(pref);
+}
+
+size_t zcu_mm_describe(zcuda *zc, char *buf, size_t n) {
+    static const char *mname[4] = {"cuBLASLt", "cuBLASLt + bias kernel", "FALLBACK kernel", "cuBLASLt bf16-bias"};
+    size_t o = 0;
+    for (int i = 0; i < zc->mm_cap && o < n; i++) {
+        zcu_mm_plan *p = &zc->mm[i];
+        if (!p->used) continue;
+        int id = -1;
+        if (p->mode != 2) cublasLtMatmulAlgoConfigGetAttribute(&p->algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, NULL);
+        o += (size_t)snprintf(buf + o, n - o, "  matmul %lldx%lld->%lld%s y%s%s%s align%d: %s (algo %d, ws %zu)\n",
+                              (long long)p->M, (long long)p->K, (long long)p->N, p->w_kn ? " (w KxN)" : "",
+                              zt_dtype_name((zt_dtype)p->ydt), p->bias ? " bias" : "", p->beta1 ? " acc" : "",
+                              1 << p->align, mname[p->mode], id, p->ws);
+    }
+    return o;
 }
 
 /* ---- fallback GEMM and bias kernels ------------------------------------------------ */
@@ -152,8 +182,8 @@ __global__ void k_gemm_fallback(int64_t M, int64_t N, int64_t K, const __nv_bflo
                                 const float *bias, float alpha, float beta) {
     __shared__ float sx[FB_T][FB_T + 1], sw[FB_T][FB_T + 1];
     int tx = threadIdx.x, ty = threadIdx.y;
-    int64_t m = (int64_t)blockIdx.y * FB_T + ty, n = (int64_t)blockIdx.x * FB_T + tx;
-    int64_t nw = (int64_t)blockIdx.x * FB_T + ty; /* w row loaded by this thread */
+    int64_t m = (int64_t)blockIdx.x * FB_T + ty, n = (int64_t)blockIdx.y * FB_T + tx;
+    int64_t nw = (int64_t)blockIdx.y * FB_T + ty; /* w row loaded by this thread */
     float acc = 0.0f;
     for (int64_t k0 = 0; k0 < K; k0 += FB_T) {
         int64_t k = k0 + tx;
@@ -203,9 +233,16 @@ int zcu_gemm(zbackend *be, const zcu_gemm_args *a) {
         else p->mode = 2;
     }
     if (p->mode != 2) {
-        if (p->mode == 0 && a->bias)
-            if (!BLAS_OK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a->bias,
-                                                            sizeof a->bias)))
+        const void *bp = a->bias;
+        if (p->mode == 3) { /* bf16 copy of the bias */
+            void *bb = zcu_scratch(be, ZCU_SCR_MMBIAS, (size_t)a->N * 2);
+            if (!bb) return be->status;
+            zcu_convert(be, bb, ZT_BF16, a->bias, ZT_F32, a->N);
+            bp = bb;
+        }
+        if ((p->mode == 0 || p->mode == 3) && bp)
+            if (!BLAS_OK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
+                                                            sizeof bp)))
                 return be->status;
         if (!BLAS_OK(be, cublasLtMatmul(zc->lt, p->desc, &a->alpha, a->w, p->la, a->x, p->lb, &a->beta, a->y, p->ld,
                                         a->y, p->ld, &p->algo, zc->lt_ws, zc->lt_ws_size, zc->stream)))
@@ -217,7 +254,10 @@ int zcu_gemm(zbackend *be, const zcu_gemm_args *a) {
         }
         return ZE_OK;
     }
-    dim3 grid((unsigned)((a->N + FB_T - 1) / FB_T), (unsigned)((a->M + FB_T - 1) / FB_T)), blk(FB_T, FB_T);
+    if ((a->N + FB_T - 1) / FB_T > 65535)
+        return zbackend_fail(be, ZE_UNSUPPORTED, "cuda matmul: N = %lld too large for the fallback kernel",
+                             (long long)a->N);
+    dim3 grid((unsigned)((a->M + FB_T - 1) / FB_T), (unsigned)((a->N + FB_T - 1) / FB_T)), blk(FB_T, FB_T);
     k_gemm_fallback<<<grid, blk, 0, zc->stream>>>(a->M, a->N, a->K, (const __nv_bfloat16 *)a->x, a->ldx,
                                                   (const __nv_bfloat16 *)a->w, a->ldw, a->w_kn, a->y, a->ldy,
                                                   a->ydt, a->bias, a->alpha, a->beta);

@@ -1,0 +1,96 @@
+/* cuda_layout.cu - layout ops of the CUDA backend (dtype converted on the fly):
+ *   patchify      tok[b, h*Wt + w, (ph*p + pw)*C + c] = x[b, c, h*p + ph, w*p + pw]
+ *                 x [B, C, H, W] (NCHW latents), tok [B, Ht*Wt, p*p*C]
+ *   unpatchify    the inverse, from the first Ht*Wt rows of each sample of
+ *                 tok [B, N, p*p*C] (N >= Ht*Wt); x is usually F32 NCHW
+ *   nchw_to_nhwc  y[b, h, w, c] = x[b, c, h, w]
+ *   upsample2x    y[b, 2h + i, 2w + j, c] = x[b, h, w, c]   (NHWC, nearest)
+ * One thread per output element (grid-stride), indexed so that writes are
+ * contiguous; the latent-sized ops are tiny, upsample2x uses 8-value vectors
+ * when C % 8 == 0. */
+#include "cuda_internal.cuh"
+
+__global__ void k_patchify(void *tok, int tdt, const void *x, int xdt, int64_t B, int64_t C, int64_t H, int64_t W,
+                           int p) {
+    int64_t Ht = H / p, Wt = W / p, F = (int64_t)p * p * C, total = B * Ht * Wt * F;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int64_t n = i / F, f = i % F;
+        int64_t b = n / (Ht * Wt), h = (n / Wt) % Ht, w = n % Wt;
+        int64_t c = f % C, pp = f / C, ph = pp / p, pw = pp % p;
+        zst(tok, tdt, i, zld(x, xdt, ((b * C + c) * H + h * p + ph) * W + w * p + pw));
+    }
+}
+
+void zcu_patchify(zbackend *be, zt *tok, const zt *x, int p) {
+    int64_t n = zt_numel(tok);
+    if (n == 0) return;
+    k_patchify<<<zcu_blocks(be, n, 256), 256, 0, ZC(be)->stream>>>(tok->data, tok->dtype, x->data, x->dtype,
+                                                                  x->ne[0], x->ne[1], x->ne[2], x->ne[3], p);
+    LAUNCH_OK(be, "k_patchify");
+}
+
+__global__ void k_unpatchify(void *x, int xdt, const void *tok, int tdt, int64_t B, int64_t C, int64_t H, int64_t W,
+                             int p, int64_t N) {
+    int64_t Wt = W / p, F = (int64_t)p * p * C, total = B * C * H * W;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int64_t ww = i % W, hh = (i / W) % H, c = (i / (W * H)) % C, b = i / (W * H * C);
+        int64_t h = hh / p, ph = hh % p, w = ww / p, pw = ww % p;
+        int64_t row = b * N + h * Wt + w;
+        zst(x, xdt, i, zld(tok, tdt, row * F + (ph * p + pw) * C + c));
+    }
+}
+
+void zcu_unpatchify(zbackend *be, zt *x, const zt *tok, int p) {
+    int64_t n = zt_numel(x);
+    if (n == 0) return;
+    k_unpatchify<<<zcu_blocks(be, n, 256), 256, 0, ZC(be)->stream>>>(x->data, x->dtype, tok->data, tok->dtype,
+                                                                    x->ne[0], x->ne[1], x->ne[2], x->ne[3], p,
+                                                                    tok->ne[1]);
+    LAUNCH_OK(be, "k_unpatchify");
+}
+
+__global__ void k_nchw_to_nhwc(void *y, int ydt, const void *x, int xdt, int64_t B, int64_t C, int64_t H, int64_t W) {
+    int64_t total = B * C * H * W, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int64_t c = i % C, w = (i / C) % W, h = (i / (C * W)) % H, b = i / (C * W * H);
+        zst(y, ydt, i, zld(x, xdt, ((b * C + c) * H + h) * W + w));
+    }
+}
+
+void zcu_nchw_to_nhwc(zbackend *be, zt *y, const zt *x) {
+    int64_t n = zt_numel(x);
+    if (n == 0) return;
+    k_nchw_to_nhwc<<<zcu_blocks(be, n, 256), 256, 0, ZC(be)->stream>>>(y->data, y->dtype, x->data, x->dtype, x->ne[0],
+                                                                      x->ne[1], x->ne[2], x->ne[3]);
+    LAUNCH_OK(be, "k_nchw_to_nhwc");
+}
+
+/* vec: units of 8 channels (C % 8 == 0, aligned); else single values. */
+__global__ void k_upsample2x(void *y, int ydt, const void *x, int xdt, int64_t B, int64_t H, int64_t W, int64_t C,
+                             int vec) {
+    int64_t U = vec ? C / 8 : C, total = B * 2 * H * 2 * W * U;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += stride) {
+        int64_t u = i % U, ow = (i / U) % (2 * W), oh = (i / (U * 2 * W)) % (2 * H), b = i / (U * 4 * W * H);
+        int64_t src = ((b * H + oh / 2) * W + ow / 2) * C, dst = ((b * 2 * H + oh) * 2 * W + ow) * C;
+        if (vec) {
+            float v[8];
+            zld8(x, xdt, src + u * 8, v);
+            zst8(y, ydt, dst + u * 8, v);
+        } else {
+            zst(y, ydt, dst + u, zld(x, xdt, src + u));
+        }
+    }
+}
+
+void zcu_upsample2x(zbackend *be, zt *y, const zt *x) {
+    int64_t B = x->ne[0], H = x->ne[1], W = x->ne[2], C = x->ne[3];
+    if (B * H * W * C == 0) return;
+    int vec = C % 8 == 0 && zcu_aligned16(x->data) && zcu_aligned16(y->data);
+    int64_t n = B * 4 * H * W * (vec ? C / 8 : C);
+    k_upsample2x<<<zcu_blocks(be, n, 256), 256, 0, ZC(be)->stream>>>(y->data, y->dtype, x->data, x->dtype, B, H, W, C,
+                                                                    vec);
+    LAUNCH_OK(be, "k_upsample2x");
+}
