@@ -12,15 +12,18 @@ SHELL := /bin/bash
 
 CC        ?= cc
 NVCC      ?= nvcc
-PKGS      := openblas jansson libpng libutf8proc libcurl libmicrohttpd
+PKGS      := openblas jansson libpng zlib libutf8proc libcurl libmicrohttpd
 HAVE_NVCC := $(shell command -v $(NVCC) >/dev/null 2>&1 && echo 1)
 # GPU architectures for `make cuda` (override: make cuda CUDA_ARCH="90a").
 # Default: the local GPU if nvidia-smi sees one, else A100/30xx/40xx/H100.
 CUDA_ARCH ?= $(or $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . | sed 's/^90$$/90a/'),80 86 89 90a)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# JPEG / WebP output of the server: used when the libraries are installed (make deps does)
+OPT_PKGS   := $(foreach p,libjpeg libwebp,$(shell pkg-config --exists $(p) 2>/dev/null && echo $(p)))
+OPT_DEFS   := $(if $(filter libjpeg,$(OPT_PKGS)),-DZIMAGE_HAVE_JPEG) $(if $(filter libwebp,$(OPT_PKGS)),-DZIMAGE_HAVE_WEBP)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) $(OPT_PKGS) 2>/dev/null) $(OPT_DEFS)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) $(OPT_PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN   := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wstrict-prototypes -Wvla
@@ -86,7 +89,8 @@ help:
 
 deps:
 	@missing=""; for p in build-essential pkg-config clang libclang-rt-14-dev libopenblas-dev libjansson-dev \
-	    libpng-dev libutf8proc-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev zlib1g-dev python3; do \
+	    libpng-dev libutf8proc-dev libcmocka-dev libcurl4-openssl-dev libmicrohttpd-dev zlib1g-dev \
+	    libjpeg62-turbo-dev libwebp-dev python3; do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing:$$missing"; \
 	  SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \

@@ -96,7 +96,7 @@ enum { ZIMAGE_RNG_CPU = 0, ZIMAGE_RNG_CUDA = 1 };
  * produced only if the params asked for previews.  Return non-zero to cancel:
  * the call then stops at the next step boundary with ZIMAGE_ECANCELLED. */
 typedef struct zimage_progress {
-    const char *stage;       /* "tokenize", "encode", "denoise", "decode"   */
+    const char *stage;       /* "encode", "denoise", "decode", "image"      */
     int step, steps;
     double elapsed;          /* seconds since the call began               */
     const uint8_t *preview_rgb;
@@ -104,6 +104,13 @@ typedef struct zimage_progress {
     /* when params.progress_latents: the latents after this step, host F32
      * [images, c, h, w] (zimage_latent_shape); NULL otherwise */
     const float *latents;
+    /* stage "image": image_index (0-based, across the whole batch) has just
+     * been decoded; image_rgb (width*height*3 RGB8) stays valid until the
+     * result is freed, so a caller can encode it while the next one decodes
+     * (the callback's return value is ignored for this stage) */
+    const uint8_t *image_rgb;
+    int image_index;
+    int64_t image_seed;
 } zimage_progress;
 typedef int (*zimage_progress_fn)(const zimage_progress *p, void *user);
 

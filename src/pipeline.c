@@ -454,7 +454,7 @@ static void setup_persist(zimage_ctx *ctx, zexec *zx, gen_state *g) {
 static int report(const zimage_params *p, const char *stage, int step, int steps, double t0, const uint8_t *prev,
                   int pw, int ph, const float *lat) {
     if (!p->progress) return 0;
-    zimage_progress pr = {stage, step, steps, ztime_now() - t0, prev, pw, ph, lat};
+    zimage_progress pr = {stage, step, steps, ztime_now() - t0, prev, pw, ph, lat, NULL, -1, -1};
     return p->progress(&pr, p->progress_user);
 }
 
@@ -753,6 +753,12 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
                 while (k >= items[i].batch) k -= items[i++].batch;
                 zimg_to_u8(buf, res[i].images[k], npx);
                 free(buf);
+                if (p0->progress) {
+                    zimage_progress pr = {"image", j + 1, B,    ztime_now() - t0, NULL,
+                                          0,       0,     NULL, res[i].images[k], j, res[i].seeds[k]};
+                    (void)p0->progress(&pr, p0->progress_user); /* no cancel here: the caller may be
+                                                                  reading earlier images */
+                }
             }
         }
     }

@@ -23,7 +23,7 @@
  * encoder (35 layers at 128 tokens) and the VAE decoder (1024x1024) as op
  * sequences, and one DiT block replayed as a CUDA graph; ZIMAGE_PERF=2 skips
  * the GEMM / attention / conv sweeps.  ZIMAGE_TEST_QUICK=1 drops the largest
- * correctness cases. */
+ * correctness cases; ZIMAGE_TEST_FILTER=<pattern> runs only matching tests. */
 #include "util/testutil.h"
 
 #include <math.h>
@@ -801,9 +801,16 @@ static void p_te(void *c) {
 
 typedef struct {
     zt slot[3], w[8], b[8], wout, bout, gw, gb, wqkv, bqkv, wo, bo, qkv, q, k, v, o, z, img;
+    int64_t h0; /* latent size (128 for 1024x1024) */
 } vae_bufs;
 enum { VW_IN, VW_512, VW_512_256, VW_256, VW_256_128, VW_128, VW_SC_256, VW_SC_128 };
 
+/* The first C values of a [512] F32 group-norm parameter (views share data). */
+static zt gnp(const zt *p, int64_t C) {
+    zt v = *p;
+    v.ne[0] = C;
+    return v;
+}
 static zt v4(const zt *slot, int64_t H, int64_t W, int64_t C) {
     int64_t ne[4] = {1, H, W, C};
     return zt_reshape(slot, 4, ne);
@@ -812,9 +819,10 @@ static zt v4(const zt *slot, int64_t H, int64_t W, int64_t C) {
 static void vae_res(zexec *zx, vae_bufs *vb, zt *in, zt *outslot, zt *tslot, int64_t H, int64_t W, int64_t ci,
                     int64_t co, int wc1, int wc2, int wsc) {
     zt a = v4(outslot, H, W, ci), t = v4(tslot, H, W, co), out = v4(outslot, H, W, co);
-    zop_groupnorm(zx, &a, in, &vb->gw, &vb->gb, 32, 1e-6f, 1);
+    zt wi = gnp(&vb->gw, ci), bi = gnp(&vb->gb, ci), wo = gnp(&vb->gw, co), bo = gnp(&vb->gb, co);
+    zop_groupnorm(zx, &a, in, &wi, &bi, 32, 1e-6f, 1);
     zop_conv2d(zx, &t, &a, &vb->w[wc1], &vb->b[wc1], 3, 3, 1, 1, 1, 1, 1);
-    zop_groupnorm(zx, &t, &t, &vb->gw, &vb->gb, 32, 1e-6f, 1);
+    zop_groupnorm(zx, &t, &t, &wo, &bo, 32, 1e-6f, 1);
     if (ci == co) {
         zop_conv2d(zx, &out, &t, &vb->w[wc2], &vb->b[wc2], 3, 3, 1, 1, 1, 1, 1);
         zop_add(zx, &out, &out, in);
@@ -825,12 +833,12 @@ static void vae_res(zexec *zx, vae_bufs *vb, zt *in, zt *outslot, zt *tslot, int
         zop_add(zx, &out, &out, &h2);
     }
 }
-/* The FLUX VAE decoder at 1024x1024 (latent 128x128), as src/models/vae.c issues it. */
+/* The FLUX VAE decoder (latent h0 x h0 -> 8h0 x 8h0), as src/models/vae.c issues it. */
 static void p_vae(void *c) {
     vae_bufs *vb = c;
     zexec *zx = &g_zp;
     zx_begin(zx, g_gpu, NULL, 0);
-    int64_t H = 128, W = 128;
+    int64_t H = vb->h0, W = vb->h0;
     zt *s0 = &vb->slot[0], *s1 = &vb->slot[1], *st = &vb->slot[2];
     zt zn = v4(s1, H, W, 16), x = v4(s0, H, W, 512);
     zop_affine(zx, &vb->z, &vb->z, 1.0f, 0.0f);
@@ -875,8 +883,8 @@ static void p_vae(void *c) {
     UP(256, VW_256);
     RES(256, 128, VW_256_128, VW_128, VW_SC_128);
     for (int j = 0; j < 2; j++) RES(128, 128, VW_128, VW_128, 0);
-    zt xf = v4(cur, H, W, 128), yf = v4(oth, H, W, 128);
-    zop_groupnorm(zx, &yf, &xf, &vb->gw, &vb->gb, 32, 1e-6f, 1);
+    zt xf = v4(cur, H, W, 128), yf = v4(oth, H, W, 128), w128 = gnp(&vb->gw, 128), b128 = gnp(&vb->gb, 128);
+    zop_groupnorm(zx, &yf, &xf, &w128, &b128, 32, 1e-6f, 1);
     zop_conv2d(zx, &vb->img, &yf, &vb->wout, &vb->bout, 3, 3, 1, 1, 1, 1, 1);
 #undef RES
 #undef UP
@@ -991,6 +999,7 @@ static void test_perf(void **state) {
     }
     { /* the VAE decoder at 1024x1024 */
         vae_bufs vb;
+        vb.h0 = 128;
         const int64_t big = 1024 * 1024 * 256;
         for (int i = 0; i < 3; i++) vb.slot[i] = gt(ZT_BF16, NE(big));
         const int64_t wsh[8][2] = {{512, 9 * 16}, {512, 9 * 512}, {256, 9 * 512}, {256, 9 * 256},
@@ -1083,6 +1092,8 @@ static void test_no_gpu(void **state) {
 }
 
 int main(void) {
+    const char *filter = getenv("ZIMAGE_TEST_FILTER"); /* e.g. test_perf */
+    if (filter && *filter) cmocka_set_test_filter(filter);
     if (!zcuda_available()) {
         const struct CMUnitTest none[] = {cmocka_unit_test(test_no_gpu)};
         return cmocka_run_group_tests(none, NULL, NULL);

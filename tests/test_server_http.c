@@ -414,12 +414,13 @@ static void test_openai(void **state) {
     resp_free(&r);
 
     /* stream: partial images (previews) in order, then completed */
+    f->step_ms = 30;
     r = http("POST", "/v1/images/generations", "{\"prompt\":\"s\",\"stream\":true,\"seed\":77,\"steps\":5}");
     expect_status(&r, 200, "openai stream");
     assert_non_null(strstr(r.content_type, "text/event-stream"));
     sse_ev ev[64];
     int n = sse_parse(r.body, ev, 64);
-    assert_true(n >= 3);
+    assert_true(n >= 2); /* at least one preview (a slow reader may skip some) */
     int partial = 0;
     for (int i = 0; i < n - 1; i++) {
         assert_string_equal(ev[i].event, "image_generation.partial_image");
@@ -567,6 +568,7 @@ static void test_jobs(void **state) {
     small_config(&c);
     fake_engine *f;
     zs_server *s = start_fake(&c, 20, &f);
+    fake_close_gate(f); /* the job waits until its event stream is open */
     resp r = http("POST", "/v1/jobs", "{\"prompt\":\"job one\",\"width\":64,\"height\":32,\"steps\":6,\"seed\":31,"
                                       "\"n\":2,\"preview\":true}");
     expect_status(&r, 202, "jobs create");
@@ -584,7 +586,13 @@ static void test_jobs(void **state) {
 
     char path[160];
     snprintf(path, sizeof path, "/v1/jobs/%s/events", id);
-    r = http("GET", path, NULL);
+    bg_req ev_req;
+    bg_start(&ev_req, "GET", path, NULL, 0);
+    fake_wait_gate(f);
+    fake_sleep_ms(200);
+    fake_open_gate(f);
+    pthread_join(ev_req.th, NULL);
+    r = ev_req.r;
     expect_status(&r, 200, "events");
     sse_ev ev[128];
     int n = sse_parse(r.body, ev, 128);
@@ -643,7 +651,20 @@ static void test_jobs(void **state) {
     f->step_ms = 50;
     r = http("POST", "/v1/jobs", "{\"prompt\":\"blocker\",\"steps\":10,\"seed\":1,\"width\":32,\"height\":32}");
     expect_status(&r, 202, "blocker");
+    j = resp_json(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%s?b64=0", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
     resp_free(&r);
+    int running = 0; /* wait until the worker has taken the blocker */
+    for (int i = 0; i < 200 && !running; i++) {
+        r = http("GET", path, NULL);
+        j = resp_json(&r);
+        running = !strcmp(json_string_value(json_object_get(j, "status")), "running");
+        json_decref(j);
+        resp_free(&r);
+        if (!running) fake_sleep_ms(10);
+    }
+    assert_true(running);
     r = http("POST", "/v1/jobs", "{\"prompt\":\"victim\",\"steps\":10,\"seed\":4242,\"width\":64,\"height\":64}");
     expect_status(&r, 202, "victim");
     j = resp_json(&r);
@@ -972,7 +993,7 @@ static void test_overload(void **state) {
     }
     /* readiness reflects the full queue while it is full */
     int not_ready = 0;
-    for (int i = 0; i < 20 && !not_ready; i++) {
+    for (int i = 0; i < 100 && !not_ready; i++) {
         resp r = http("GET", "/readyz", NULL);
         not_ready = r.status == 503;
         resp_free(&r);
@@ -994,8 +1015,9 @@ static void test_overload(void **state) {
         resp_free(&fl[i].r);
     }
     print_message("overload: %d ok, %d got 429 (readyz 503 seen: %d)\n", ok, busy, not_ready);
-    assert_true(ok >= 3);
+    assert_true(ok >= 2); /* the queue's capacity (more if the worker took one early) */
     assert_true(busy >= 1);
+    assert_int_equal(ok + busy, N);
     assert_true(not_ready);
     assert_true(metric("zimage_queue_rejected_total") == busy);
     resp r = http("GET", "/readyz", NULL);
@@ -1078,7 +1100,17 @@ static void test_shutdown(void **state) {
     fake_sleep_ms(100);
     bg_start(&b, "POST", "/v1/images/generations", "{\"prompt\":\"waiting\",\"seed\":902,\"steps\":10,\"size\":\"32x32\"}",
              0);
-    fake_sleep_ms(100);
+    int both = 0; /* one running, one waiting */
+    for (int i = 0; i < 200 && !both; i++) {
+        resp pr = http("GET", "/sdapi/v1/progress", NULL);
+        json_t *j = resp_json(&pr);
+        both = json_integer_value(json_object_get(json_object_get(j, "state"), "job_count")) == 2 &&
+               json_number_value(json_object_get(j, "progress")) > 0;
+        json_decref(j);
+        resp_free(&pr);
+        if (!both) fake_sleep_ms(10);
+    }
+    assert_true(both);
     zs_shutdown(s);
     pthread_join(a.th, NULL);
     pthread_join(b.th, NULL);

@@ -207,7 +207,7 @@ static void test_ttl(void **state) {
     (void)state;
     zs_engine eng;
     fake_engine *f;
-    zs_queue *q = mkqueue(16, 4, 0.3, &eng, &f, 0);
+    zs_queue *q = mkqueue(16, 4, 1.0, &eng, &f, 0);
     zs_job *a = submit(q, "a", 32, 1, 1, 1);
     char id[32];
     snprintf(id, sizeof id, "%s", a->id);
@@ -224,7 +224,7 @@ static void test_ttl(void **state) {
     zs_queue_stats_get(q, &st);
     assert_int_equal(st.retained_jobs, 1);
     assert_true(st.retained_bytes >= 32 * 32 * 3);
-    fake_sleep_ms(600);
+    fake_sleep_ms(1500);
     assert_null(zs_queue_find(q, id));
     zs_queue_stats_get(q, &st);
     assert_int_equal(st.retained_jobs, 0);
@@ -237,7 +237,7 @@ static void test_progress_and_preview(void **state) {
     (void)state;
     zs_engine eng;
     fake_engine *f;
-    zs_queue *q = mkqueue(16, 4, 60, &eng, &f, 20);
+    zs_queue *q = mkqueue(16, 4, 60, &eng, &f, 50);
     zs_gen_req r = mkreq("p", 32, 32, 5, 1, 1);
     r.preview = 1;
     zs_job *j;

@@ -221,10 +221,11 @@ static void help(void) {
            "  --tokenizer FILE     tokenizer.json (needed with --random-weights and no -m)\n"
            "  --gemm N             also time an NxNxN GEMM on the backend (0 = skip; default 4096)\n"
            "  --png FILE           where to write the PNG (default /tmp/zimage-bench.png)\n"
-           "  --only te|dit|vae    time one forward of one component (loads only that one)\n");
+           "  --only te|dit|vae    time one forward of one component (loads only that one)\n"
+           "  --offload-te         text encoder on the device only while encoding\n");
 }
 
-enum { O_STEPS = 1000, O_TOK, O_RUNS, O_DEV, O_RANDOM, O_GEMM, O_PNG, O_PT, O_ONLY };
+enum { O_STEPS = 1000, O_TOK, O_RUNS, O_DEV, O_RANDOM, O_GEMM, O_PNG, O_PT, O_ONLY, O_OFFLOAD };
 
 int cmd_bench(int argc, char **argv) {
     zimage_options opt = ZIMAGE_OPTIONS_DEFAULT;
@@ -238,7 +239,7 @@ int cmd_bench(int argc, char **argv) {
         {"device", required_argument, 0, O_DEV}, {"threads", required_argument, 0, 't'},
         {"tokenizer", required_argument, 0, O_TOK}, {"random-weights", no_argument, 0, O_RANDOM},
         {"gemm", required_argument, 0, O_GEMM},  {"png", required_argument, 0, O_PNG},
-        {"only", required_argument, 0, O_ONLY},
+        {"only", required_argument, 0, O_ONLY},  {"offload-te", no_argument, 0, O_OFFLOAD},
         {"verbose", no_argument, 0, 'v'},        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -260,6 +261,7 @@ int cmd_bench(int argc, char **argv) {
         case O_GEMM: CLI_INT(gemm, "gemm", 0, 65536); break;
         case O_PNG: png = optarg; break;
         case O_ONLY: only = optarg; break;
+        case O_OFFLOAD: opt.offload_te = 1; break;
         case 'v': opt.verbose++; break;
         case 'h': help(); return 0;
         case ':': fprintf(stderr, "zimage bench: option %s needs a value\n", argv[optind - 1]); return 2;

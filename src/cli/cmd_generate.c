@@ -4,6 +4,7 @@
  * stops at the next step and leaves no half-written file. */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,13 +26,73 @@ static void on_sigint(int sig) {
     g_interrupted = 1;
 }
 
+/* PNGs are written on worker threads as images arrive from the decoder, so
+ * image k is encoded while image k+1 decodes. */
+#define MAX_IMAGES 64
+typedef struct png_task {
+    pthread_t th;
+    int started;
+    char path[PATH_MAX];
+    char text[8192];
+    int has_text;
+    uint8_t *rgb; /* private copy */
+    int w, h;
+    int rc;
+    char err[512];
+} png_task;
+
 typedef struct {
     int tty;
     double last;
+    const zimage_params *p;
+    const char *out_pattern;
+    const char *model_name;
+    int no_meta;
+    png_task tasks[MAX_IMAGES];
 } progress_state;
+
+static void out_name(const char *pattern, int i, int n, char *buf, size_t len);
+
+static void *png_worker(void *arg) {
+    png_task *t = arg;
+    t->rc = zimage_write_png(t->path, t->rgb, t->w, t->h, t->has_text ? t->text : NULL, t->err, sizeof t->err);
+    free(t->rgb);
+    t->rgb = NULL;
+    return NULL;
+}
+
+static void start_png(progress_state *ps, const zimage_progress *pr) {
+    int k = pr->image_index;
+    if (k < 0 || k >= MAX_IMAGES) return;
+    png_task *t = &ps->tasks[k];
+    size_t n = (size_t)ps->p->width * ps->p->height * 3;
+    t->w = ps->p->width;
+    t->h = ps->p->height;
+    out_name(ps->out_pattern, k, ps->p->batch, t->path, sizeof t->path);
+    t->has_text = !ps->no_meta;
+    if (t->has_text) zimage_infotext(ps->p, pr->image_seed, ps->model_name, t->text, sizeof t->text);
+    t->rgb = malloc(n);
+    if (!t->rgb) {
+        t->rc = -1;
+        snprintf(t->err, sizeof t->err, "out of memory");
+        t->started = 2;
+        return;
+    }
+    memcpy(t->rgb, pr->image_rgb, n);
+    if (pthread_create(&t->th, NULL, png_worker, t)) {
+        png_worker(t); /* no thread: write it now */
+        t->started = 2;
+    } else {
+        t->started = 1;
+    }
+}
 
 static int on_progress(const zimage_progress *p, void *user) {
     progress_state *ps = user;
+    if (!strcmp(p->stage, "image") && p->image_rgb) {
+        start_png(ps, p);
+        return 0;
+    }
     if (ps->tty && !strcmp(p->stage, "denoise") && p->steps > 0) {
         double per = p->step > 0 ? p->elapsed / p->step : 0;
         int width = 30, fill = p->step * width / p->steps;
@@ -294,7 +355,13 @@ int cmd_generate(int argc, char **argv) {
         lat_out = malloc(lat_n * sizeof(float));
         p.out_latents = lat_out;
     }
-    progress_state ps = {isatty(2), 0};
+    static progress_state ps;
+    memset(&ps, 0, sizeof ps);
+    ps.tty = isatty(2);
+    ps.p = &p;
+    ps.out_pattern = out;
+    ps.model_name = cli_model_name(opt.model);
+    ps.no_meta = no_meta;
     p.progress = on_progress;
     p.progress_user = &ps;
     struct sigaction sa;
@@ -309,6 +376,9 @@ int cmd_generate(int argc, char **argv) {
     int rc = zimage_generate(ctx, &p, &r);
     npy_free(&init_arr);
     if (rc) {
+        /* images already handed to writers are finished (each file appears whole or not at all) */
+        for (int i = 0; i < MAX_IMAGES; i++)
+            if (ps.tasks[i].started == 1) pthread_join(ps.tasks[i].th, NULL);
         fprintf(stderr, "%szimage: %s\n", ps.tty ? "\n" : "", rc == ZIMAGE_ECANCELLED ? "interrupted, nothing written" : zimage_errmsg(ctx));
         free(lat_out);
         zimage_free(ctx);
@@ -318,18 +388,17 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "  tokenize %8.3f s\n  encode   %8.3f s%s\n  denoise  %8.3f s  (%.3f s/step)\n  decode   %8.3f s\n",
             r.timings.tokenize, r.timings.encode, r.prompt_cache_hit ? " (cached)" : "", r.timings.denoise,
             r.timings.denoise / p.steps, r.timings.decode);
+    /* PNGs were started as the images arrived; wait for them */
     double tp = cli_now();
     int wrc = 0;
-    for (int i = 0; i < r.n && !wrc; i++) {
-        char name[PATH_MAX], text[8192];
-        out_name(out, i, r.n, name, sizeof name);
-        zimage_params pi = p;
-        if (!no_meta) zimage_infotext(&pi, r.seeds[i], cli_model_name(opt.model), text, sizeof text);
-        if (zimage_write_png(name, r.images[i], r.width, r.height, no_meta ? NULL : text, err, sizeof err)) {
-            fprintf(stderr, "zimage: %s\n", err);
+    for (int i = 0; i < r.n && i < MAX_IMAGES; i++) {
+        png_task *t = &ps.tasks[i];
+        if (t->started == 1) pthread_join(t->th, NULL);
+        if (!t->started || t->rc) {
+            fprintf(stderr, "zimage: %s\n", t->started ? t->err : "image was not delivered");
             wrc = 1;
         } else {
-            printf("%s\n", name);
+            printf("%s\n", t->path);
         }
     }
     fprintf(stderr, "  png      %8.3f s\n  total    %8.3f s\n", cli_now() - tp, r.timings.total + (cli_now() - tp));

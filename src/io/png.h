@@ -39,11 +39,13 @@ typedef struct zpng_opts {
 } zpng_opts;
 
 /* Paeth filter on every row + zlib Z_RLE (the level does not matter for
- * RLE), fsync before the rename (so a crash leaves the old file or the
- * complete new one; it cost < 1 ms here).  On a 1024x1024 photo this encodes in ~40 ms to the size
+ * RLE), compressed in parallel bands; no fsync before the rename (the
+ * rename alone guarantees that no half-written file is ever visible; an
+ * fsync adds the disk's flush latency to every image -- set sync = 1 for
+ * durability across power loss).  On a 1024x1024 photo this encodes in ~40 ms to the size
  * PIL reaches at level 6 in ~400 ms; the measurements are in docs/NOTES.md
  * (PNG) and `ZIMAGE_PNG_SWEEP=1 build/cpu/tests/test_png` prints the sweep. */
-#define ZPNG_OPTS_DEFAULT {1, ZPNG_FILTER_PAETH, 3, 1}
+#define ZPNG_OPTS_DEFAULT {1, ZPNG_FILTER_PAETH, 3, 0}
 
 /* diffusers' float image ([-1, 1] nominal) -> uint8, n values. */
 void zimg_to_u8(const float *img, uint8_t *out, size_t n);

@@ -426,6 +426,8 @@ static int auth_ok(zs_req *r) {
 
 static enum MHD_Result dispatch(zs_req *r) {
     zs_server *s = r->s;
+    snprintf(r->log_method, sizeof r->log_method, "%s", r->method);
+    snprintf(r->log_url, sizeof r->log_url, "%s", r->url);
     if (!strcmp(r->method, "OPTIONS")) {
         r->endpoint = "preflight";
         struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
@@ -497,6 +499,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
             r->method = method;
             r->url = url;
             r->endpoint = "other";
+            snprintf(r->log_method, sizeof r->log_method, "%s", method);
+            snprintf(r->log_url, sizeof r->log_url, "%s", url);
             /* Answer before reading the body; MHD then closes the connection. */
             return zs_reply_error(r, 413, "invalid_request_error", NULL, "request body exceeds %zu bytes",
                                   s->cfg.max_body);
@@ -539,9 +543,9 @@ static void completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->long_poll) MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)s->cfg.idle_timeout);
     int status = r->status ? r->status : 499; /* client closed before an answer */
     double dt = ztime_now() - r->t0;
-    if (r->method) zs_metrics_request(s->m, r->endpoint, r->method, status, dt);
-    if (!s->cfg.quiet && r->method)
-        ZLOGI("%s %s -> %d (%.3f s)%s", r->method, r->url ? r->url : "?", status, dt,
+    if (r->log_method[0]) zs_metrics_request(s->m, r->endpoint, r->log_method, status, dt);
+    if (!s->cfg.quiet && r->log_method[0])
+        ZLOGI("%s %s -> %d (%.3f s)%s", r->log_method, r->log_url, status, dt,
               toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " [aborted]");
     free(r->body);
     free(r);

@@ -46,6 +46,8 @@ typedef struct zs_req {
     int fd;                    /* the client's socket (disconnect checks)    */
     int long_poll;             /* idle timeout lifted while waiting          */
     char p1[80], p2[16];       /* path parameters ({id}, {i})                */
+    char log_method[8];        /* copies for the request log / metrics,      */
+    char log_url[160];         /* which run after MHD may reuse its buffers  */
 } zs_req;
 
 /* ---- replies (each queues a response; returns MHD_YES / MHD_NO) ------------ */

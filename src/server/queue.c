@@ -554,6 +554,9 @@ static void build_batch(zs_queue *q, batch *b) {
 static int on_progress(const zimage_progress *p, void *user) {
     batch *b = user;
     zs_queue *q = b->q;
+    /* "image": one image of the batch was decoded (return value ignored);
+     * the results are delivered when the call returns */
+    if (p->stage && !strcmp(p->stage, "image")) return 0;
     pthread_mutex_lock(&q->mu);
     double frac = 0;
     if (p->steps > 0 && p->stage && !strcmp(p->stage, "denoise")) frac = (double)p->step / p->steps;

@@ -6,6 +6,12 @@
  * are masked.  kv_len goes to the kernels BY VALUE (a struct of up to 64
  * int32), so a captured graph replays without host data.
  *
+ * Dispatch (zcu_attention, at the end): cuDNN's fused kernel (cuda_sdpa.cu;
+ * d 64/128, hq == hkv, not causal, kv_len any: the DiT; 657 TFLOP/s on an
+ * H200) -> the own flash kernel below (d 64/128: GQA, causal - the text
+ * encoder; 304 TFLOP/s) -> the chunked path (any other d: the VAE's 512).
+ * ZIMAGE_CUDA_ATTN=flash skips cuDNN, =chunked forces the chunked path.
+ *
  *  Flash path (d = 64 or 128, bf16 tensors with 16-byte aligned rows): an
  *  FA2-style tensor-core kernel, no N x N matrix anywhere.
  *    CTA = 128 query rows of one (b, h); 4 warps x 32 rows (2 m16 tiles
