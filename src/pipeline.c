@@ -34,6 +34,8 @@
 
 /* ---- context ------------------------------------------------------------- */
 
+static void graphs_clear(zimage_ctx *ctx);
+
 static char *dupstr(const char *s) { return s ? strdup(s) : NULL; }
 
 static int is_dir(const char *p) {
@@ -84,12 +86,15 @@ static int load_models(zimage_ctx *ctx) {
     }
     double t0 = ztime_now();
     if (m & ZIMAGE_LOAD_TE) {
-        ZTRY(qwen3_load(&ctx->te, &ctx->te_cfg, ctx->be, ctx->te_src, e));
-        ctx->te_loaded = ctx->have_te = 1;
-        if (ctx->opt.offload_te) { /* checked; now off the device until a prompt needs it */
-            qwen3_free(&ctx->te);
-            ctx->te_loaded = 0;
+        if (ctx->opt.offload_te && !ctx->be->is_host) {
+            /* weights stay in host memory; one layer at a time goes to the device while encoding */
+            ZTRY(zbackend_create(&ctx->host_be, "cpu", ctx->opt.threads, e));
+            ctx->host_be->err = e;
+            ZTRY(qwen3_load_streamed(&ctx->te, &ctx->te_cfg, ctx->be, ctx->host_be, ctx->te_src, e));
+        } else {
+            ZTRY(qwen3_load(&ctx->te, &ctx->te_cfg, ctx->be, ctx->te_src, e));
         }
+        ctx->te_loaded = ctx->have_te = 1;
     }
     if (m & ZIMAGE_LOAD_DIT) {
         ZTRY(dit_load(&ctx->dit, &ctx->dit_cfg, ctx->be, ctx->dit_src, e));
@@ -170,6 +175,7 @@ int zimage_create(zimage_ctx **out, const zimage_options *opt, char *err, size_t
 void zimage_free(zimage_ctx *ctx) {
     if (!ctx) return;
     if (ctx->be) {
+        graphs_clear(ctx);
         if (ctx->te_loaded) qwen3_free(&ctx->te);
         if (ctx->dit_loaded) dit_free(&ctx->dit);
         if (ctx->vae_loaded) vae_free(&ctx->vae);
@@ -177,6 +183,7 @@ void zimage_free(zimage_ctx *ctx) {
         zarena_free(ctx->be, &ctx->persist);
         zbackend_destroy(ctx->be);
     }
+    if (ctx->host_be) zbackend_destroy(ctx->host_be);
     zw_source_free(ctx->te_src);
     zw_source_free(ctx->dit_src);
     zw_source_free(ctx->vae_src);
@@ -200,6 +207,7 @@ void zimage_cache_stats(const zimage_ctx *ctx, uint64_t *hits, uint64_t *misses)
 
 int zpipe_arena_reserve(zimage_ctx *ctx, zarena *a, size_t bytes) {
     if (a->cap >= bytes) return ZE_OK;
+    graphs_clear(ctx); /* they point into the arena being replaced */
     zarena_free(ctx->be, a);
     size_t want = bytes + bytes / 16 + (1 << 20); /* a little headroom */
     int rc = zarena_alloc(ctx->be, a, want);
@@ -239,25 +247,9 @@ static uint64_t hash_ids(const int32_t *ids, int n) {
 }
 
 /* Run the text encoder on ids -> host features [n, D] (malloc'd).  With
- * offload_te the weights are on the device only for the call. */
-static int run_encoder_resident(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out);
+ * offload_te (qwen3_load_streamed) the layers stream through the device. */
 static int run_encoder(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out) {
     if (!ctx->have_te) return zerr_set(&ctx->err, ZE_INVALID, "this context has no text encoder loaded");
-    if (!ctx->te_loaded) {
-        double t0 = ztime_now();
-        ZTRY(qwen3_load(&ctx->te, &ctx->te_cfg, ctx->be, ctx->te_src, &ctx->err));
-        ctx->te_loaded = 1;
-        ZLOGI("text encoder uploaded in %.2f s", ztime_now() - t0);
-    }
-    int rc = run_encoder_resident(ctx, ids, n, feat_out);
-    if (ctx->opt.offload_te) {
-        qwen3_free(&ctx->te);
-        ctx->te_loaded = 0;
-    }
-    return rc;
-}
-
-static int run_encoder_resident(zimage_ctx *ctx, const int32_t *ids, int n, float **feat_out) {
     int64_t d = ctx->te_cfg.hidden_size;
     zexec zx;
     /* measure, reserve, run */
@@ -472,6 +464,62 @@ static void step_forward(zimage_ctx *ctx, zexec *zx, gen_state *g, int use_cfg) 
     dit_forward(zx, &ctx->dit, use_cfg ? &g->bt_cfg : &g->bt_pos, &xin, &tt, &out);
 }
 
+static void graphs_clear(zimage_ctx *ctx) {
+    for (int i = 0; i < ZGRAPH_CACHE; i++)
+        if (ctx->graphs[i].graph) {
+            ctx->be->vt->graph_destroy(ctx->be, ctx->graphs[i].graph);
+            ctx->graphs[i].graph = NULL;
+        }
+}
+
+/* The cached graph for this step variant, capturing it on a miss (the LRU
+ * slot is replaced).  Returns ZE_OK with *graph set, or an error. */
+static int step_graph(zimage_ctx *ctx, zexec *zx, gen_state *g, int use_cfg, void **graph) {
+    zgraph_key k;
+    memset(&k, 0, sizeof k);
+    k.B = g->B;
+    k.h = g->h;
+    k.w = g->w;
+    k.cfg = g->cfg;
+    k.use_cfg = use_cfg;
+    k.nfeat = g->nfeat;
+    for (int b = 0; b < g->nfeat && b < 2 * DIT_MAX_BATCH; b++) k.feat_len[b] = g->feat_len[b];
+    k.persist_base = ctx->persist.base;
+    k.scratch_base = ctx->scratch.base;
+    k.persist_cap = ctx->persist.cap;
+    k.scratch_cap = ctx->scratch.cap;
+    zgraph_entry *slot = NULL;
+    for (int i = 0; i < ZGRAPH_CACHE; i++) {
+        zgraph_entry *en = &ctx->graphs[i];
+        if (en->graph && !memcmp(&en->key, &k, sizeof k)) {
+            en->used = ++ctx->graph_clock;
+            *graph = en->graph;
+            return ZE_OK;
+        }
+        if (!slot || !en->graph || (slot->graph && en->used < slot->used)) slot = en;
+    }
+    if (slot->graph) {
+        ctx->be->vt->graph_destroy(ctx->be, slot->graph);
+        slot->graph = NULL;
+    }
+    size_t mark = zx_mark(zx);
+    ZTRY(ctx->be->vt->capture_begin(ctx->be));
+    step_forward(ctx, zx, g, use_cfg);
+    void *gr = NULL;
+    int crc = ctx->be->vt->capture_end(ctx->be, &gr);
+    if (!zx_ok(zx)) {
+        if (gr) ctx->be->vt->graph_destroy(ctx->be, gr);
+        return zx->status;
+    }
+    if (crc) return crc;
+    zx_release(zx, mark);
+    slot->key = k;
+    slot->graph = gr;
+    slot->used = ++ctx->graph_clock;
+    *graph = gr;
+    return ZE_OK;
+}
+
 /* Guidance and the Euler update with the sign flip: x += dt * (-pred). */
 static void step_update(zexec *zx, gen_state *g, int use_cfg, float w, float norm_k, float dt) {
     int B = g->B;
@@ -633,9 +681,10 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         prev = malloc((size_t)pw * (size_t)ph * 3);
         x0 = malloc(per * sizeof(float) * 2);
     }
-    void *graphs[2] = {NULL, NULL};
     double td = ztime_now();
     res[0].timings.step_min = 1e30;
+    /* step 0 of N: the loop starts now (encoding and setup are behind us) */
+    if (report(p0, "denoise", 0, steps, t0, NULL, 0, 0, NULL)) rc = zerr_set(e, ZE_CANCELLED, "cancelled");
     for (int i = 0; i < steps && !rc; i++) {
         double ts = ztime_now();
         int use_cfg = g->cfg;
@@ -649,20 +698,10 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         upload_t(&sx, g, tvals, use_cfg);
         const zbackend_vt *vt = ctx->be->vt;
         if (vt->capture_begin && !getenv("ZIMAGE_NO_GRAPHS")) {
-            /* capture the forward once per variant, replay it every step */
-            void **gr = &graphs[use_cfg];
-            if (!*gr && zx_ok(&sx)) {
-                size_t mark = zx_mark(&sx);
-                if ((rc = vt->capture_begin(ctx->be))) break;
-                step_forward(ctx, &sx, g, use_cfg);
-                int crc = vt->capture_end(ctx->be, gr);
-                if (!zx_ok(&sx) || crc) {
-                    rc = zx_ok(&sx) ? crc : sx.status;
-                    break;
-                }
-                zx_release(&sx, mark);
-            }
-            if (zx_ok(&sx) && (rc = vt->graph_launch(ctx->be, *gr))) break;
+            /* the forward as a graph, captured once per shape and reused across steps and generations */
+            void *gr = NULL;
+            if (zx_ok(&sx) && (rc = step_graph(ctx, &sx, g, use_cfg, &gr))) break;
+            if (zx_ok(&sx) && (rc = vt->graph_launch(ctx->be, gr))) break;
         } else {
             step_forward(ctx, &sx, g, use_cfg);
         }
@@ -697,8 +736,6 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     }
     free(prev);
     free(x0);
-    for (int k = 0; k < 2; k++)
-        if (graphs[k]) ctx->be->vt->graph_destroy(ctx->be, graphs[k]);
     if (rc) goto done;
     if (ctx->be->vt->sync && (rc = ctx->be->vt->sync(ctx->be))) goto done;
     double tdd = ztime_now();

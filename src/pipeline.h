@@ -36,12 +36,30 @@ typedef struct zcache_entry {
     uint64_t used;     /* LRU clock                                 */
 } zcache_entry;
 
+/* A captured DiT step (CUDA graph) and everything the capture baked in:
+ * shapes, per-sample padded caption lengths (key lengths go by value) and the
+ * arena addresses.  Reused by later generations while all of it matches. */
+#define ZGRAPH_CACHE 4
+typedef struct zgraph_key {
+    int B, h, w, cfg, use_cfg, nfeat;
+    int feat_len[2 * DIT_MAX_BATCH]; /* caption lengths: they fix the arena layout */
+    const void *persist_base, *scratch_base;
+    size_t persist_cap, scratch_cap;
+} zgraph_key;
+
+typedef struct zgraph_entry {
+    zgraph_key key;
+    void *graph;        /* NULL = empty slot */
+    uint64_t used;
+} zgraph_entry;
+
 struct zimage_ctx {
     zerr err;
     char device_name[160];
     char model_name[256];
     zimage_options opt;
     zbackend *be;
+    zbackend *host_be;   /* holds the text encoder's weights with offload_te */
     zmodel_paths paths;
     ztok *tok;
     qwen3_config te_cfg;
@@ -60,6 +78,8 @@ struct zimage_ctx {
     zcache_entry *cache;
     int cache_cap;
     uint64_t cache_clock, cache_hits, cache_misses;
+    zgraph_entry graphs[ZGRAPH_CACHE];
+    uint64_t graph_clock;
 };
 
 /* Caption features of a templated-and-tokenized prompt, through the cache.

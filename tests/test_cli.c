@@ -221,6 +221,36 @@ static void test_bad_input(void **st) {
     assert_false(exists(path));
 }
 
+/* zimage encode: the caption features as .npy, equal to transformers'
+ * hidden_states[-2]; zimage tokenize: the templated ids of the spec. */
+static void test_encode_and_tokenize(void **st) {
+    (void)st;
+    char out[16384], path[512];
+    snprintf(path, sizeof path, "%s/feat.npy", g_tmp);
+    int rc = run(out, sizeof out, "%s encode -m %s -p 'a cat' -t 2 -o %s", bin(), fixture_path("models/tiny-a"), path);
+    printf("%s", out);
+    assert_int_equal(rc, 0);
+    npy_array got, want;
+    load_npy_f32(path, &got);
+    load_npy_f32(fixture_path("golden/te/tiny-a/case0/feat.npy"), &want);
+    assert_int_equal(got.ndim, 2);
+    assert_int_equal(got.shape[0], want.shape[0]);
+    assert_int_equal(got.shape[1], want.shape[1]);
+    assert_close("zimage encode 'a cat' vs transformers", got.data, want.data, (size_t)npy_numel(&want), 1e-4);
+    npy_free(&got);
+    npy_free(&want);
+    rc = run(out, sizeof out, "%s tokenize -m %s --template 'a cat'", bin(), fixture_path("models/tiny-a"));
+    printf("  tokenize: %s", out);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "151644 872 198 64 8251 151645 198 151644 77091 198\n");
+    rc = run(out, sizeof out, "printf '%%s\\n' '\"a cat\"' '\"\"' | %s tokenize -m %s --jsonl --template", bin(),
+             fixture_path("models/tiny-a"));
+    printf("  tokenize --jsonl: %s", out);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "[151644, 872, 198, 64, 8251, 151645, 198, 151644, 77091, 198]\n"
+                             "[151644, 872, 198, 151645, 198, 151644, 77091, 198]\n");
+}
+
 /* Ctrl-C during denoising: exit 130, no file. */
 static void test_interrupt(void **st) {
     (void)st;
@@ -262,6 +292,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_png), cmocka_unit_test(test_batch_names_and_dump),
         cmocka_unit_test(test_init_latents_cli), cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_encode_and_tokenize),
         cmocka_unit_test(test_interrupt),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

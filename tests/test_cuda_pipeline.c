@@ -60,13 +60,14 @@ static int on_step(const zimage_progress *p, void *user) {
     return 0;
 }
 
-static void run_case(const char *name) {
+static void run_case(const char *name, int offload) {
     json_error_t je;
     json_t *j = json_load_file(fixture_path("golden/pipe/%s/params.json", name), 0, &je);
     assert_non_null(j);
     zimage_options o = ZIMAGE_OPTIONS_DEFAULT;
     o.model = fixture_path("models/%s", json_string_value(json_object_get(j, "model")));
     o.device = "cuda";
+    o.offload_te = offload;
     zimage_ctx *ctx;
     char err[1024];
     if (zimage_create(&ctx, &o, err, sizeof err)) fail_msg("create: %s", err);
@@ -105,7 +106,8 @@ static void run_case(const char *name) {
         }
     double mse = se / (double)(per * r.n);
     double psnr = mse > 0 ? 10 * log10(255.0 * 255.0 / mse) : 99.0;
-    printf("  %-8s worst latents rel.err %.3e, image PSNR %.1f dB (min %.0f)\n", name, sc.worst, psnr, MIN_PSNR);
+    printf("  %-8s%s worst latents rel.err %.3e, image PSNR %.1f dB (min %.0f)\n", name,
+           offload ? " (offload-te)" : "", sc.worst, psnr, MIN_PSNR);
     assert_true(sc.worst <= TOL_GPU);
     assert_true(psnr >= MIN_PSNR);
     npy_free(&px);
@@ -117,22 +119,29 @@ static void run_case(const char *name) {
 static void test_pipe_plain(void **st) {
     (void)st;
     if (!gpu_ok()) skip();
-    run_case("plain");
+    run_case("plain", 0);
 }
 static void test_pipe_cfg(void **st) {
     (void)st;
     if (!gpu_ok()) skip();
-    run_case("cfg");
+    run_case("cfg", 0);
 }
 static void test_pipe_batch(void **st) {
     (void)st;
     if (!gpu_ok()) skip();
-    run_case("batch");
+    run_case("batch", 0);
 }
 static void test_pipe_tiny_b(void **st) {
     (void)st;
     if (!gpu_ok()) skip();
-    run_case("tiny-b");
+    run_case("tiny-b", 0);
+}
+
+/* --offload-te: the text encoder streams through the GPU layer by layer. */
+static void test_pipe_offload(void **st) {
+    (void)st;
+    if (!gpu_ok()) skip();
+    run_case("cfg", 1);
 }
 
 /* One full-size DiT forward at 256x256 with a 64-token caption: GPU vs CPU. */
@@ -208,6 +217,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pipe_plain),  cmocka_unit_test(test_pipe_cfg),
         cmocka_unit_test(test_pipe_batch),  cmocka_unit_test(test_pipe_tiny_b),
+        cmocka_unit_test(test_pipe_offload),
         cmocka_unit_test(test_fullsize_dit_vs_cpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -110,6 +110,36 @@ static void test_golden(void **state) {
     zbackend_destroy(be);
 }
 
+/* Streamed mode (--offload-te): weights on a second (host) backend, layers
+ * copied one at a time into the compute backend's slot: same features. */
+static void test_streamed(void **state) {
+    (void)state;
+    zerr e = {0};
+    zbackend *dev = make_cpu(&e), *host = make_cpu(&e);
+    qwen3_config cfg;
+    qwen3_config_default(&cfg);
+    assert_int_equal(qwen3_config_load(&cfg, fixture_path("models/tiny-a/text_encoder/config.json"), &e), 0);
+    zw_source *src = NULL;
+    assert_int_equal(zw_source_open(&src, fixture_path("models/tiny-a/text_encoder"), ZW_TE, &e), 0);
+    qwen3_model m;
+    int rc = qwen3_load_streamed(&m, &cfg, dev, host, src, &e);
+    if (rc) fprintf(stderr, "load: %s\n", e.msg);
+    assert_int_equal(rc, 0);
+    npy_array ids, feat;
+    assert_int_equal(npy_read(fixture_path("golden/te/tiny-a/case2/ids.npy"), &ids, &e), 0);
+    load_npy_f32(fixture_path("golden/te/tiny-a/case2/feat.npy"), &feat);
+    int L = (int)npy_numel(&ids);
+    float *got = encode(dev, &m, (const int32_t *)ids.data, L);
+    assert_close("te tiny-a case2, streamed layers", got, (const float *)feat.data, (size_t)L * cfg.hidden_size, TOL);
+    free(got);
+    npy_free(&ids);
+    npy_free(&feat);
+    qwen3_free(&m);
+    zw_source_free(src);
+    zbackend_destroy(dev);
+    zbackend_destroy(host);
+}
+
 /* Random weights (src NULL) for a config shaped unlike the fixtures: builds,
  * runs, gives finite numbers, and a prefix of the ids gives the same rows
  * (causal attention). */
@@ -144,6 +174,7 @@ static void test_random_weights(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_streamed),
         cmocka_unit_test(test_random_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

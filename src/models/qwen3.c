@@ -107,7 +107,35 @@ int qwen3_load(qwen3_model *m, const qwen3_config *cfg, zbackend *be, zw_source 
     return ZE_OK;
 }
 
+static zt *slot_tensor(qwen3_layer *ly, int i) {
+    zt *t[8] = {&ly->in_norm, &ly->wqkv, &ly->q_norm, &ly->k_norm, &ly->wo, &ly->post_norm, &ly->w_gate_up,
+                &ly->w_down};
+    return t[i];
+}
+
+int qwen3_load_streamed(qwen3_model *m, const qwen3_config *cfg, zbackend *dev, zbackend *host, zw_source *src,
+                        zerr *e) {
+    if (!host->is_host) return zerr_set(e, ZE_INVALID, "qwen3_load_streamed: the weight backend must be a host backend");
+    ZTRY(qwen3_load(m, cfg, host, src, e));
+    m->streamed = 1;
+    m->dev = dev;
+    if (m->n_run < 1) return ZE_OK;
+    /* the device slot: same shapes as a layer, the device's weight dtypes */
+    for (int i = 0; i < 8; i++) {
+        const zt *h = slot_tensor(&m->layers[0], i);
+        zt *d = slot_tensor(&m->slot, i);
+        int rc = zt_alloc(dev, d, zbackend_weight_dtype(dev, h->dtype, h->ndim >= 2), h->ndim, h->ne);
+        if (rc) {
+            qwen3_free(m);
+            return zerr_prefix(e, "text encoder layer buffer on the device");
+        }
+    }
+    return ZE_OK;
+}
+
 void qwen3_free(qwen3_model *m) {
+    if (m->streamed)
+        for (int i = 0; i < 8; i++) zt_free(m->dev, slot_tensor(&m->slot, i));
     zw_loader_free(&m->loader);
     free(m->layers);
     memset(m, 0, sizeof *m);
@@ -152,7 +180,27 @@ void qwen3_encode(zexec *zx, const qwen3_model *m, const int32_t *ids, int L, zt
     size_t m0 = zx_mark(zx);
 
     zt h = zx_tensor2(zx, ZT_F32, L, D); /* residual stream [L, D] */
-    zop_embed(zx, &h, &m->embed, ids, L);
+    if (!m->streamed) {
+        zop_embed(zx, &h, &m->embed, ids, L);
+    } else if (!zx->measure && zx_ok(zx)) {
+        /* the table is in host memory: gather the rows here, upload them */
+        size_t es = zt_dtype_size(m->embed.dtype), row = (size_t)D * es;
+        char *rows = malloc((size_t)L * row);
+        if (!rows) {
+            zbackend_fail(zx->be, ZE_NOMEM, "qwen3_encode: out of host memory for %d embedding rows", L);
+            return;
+        }
+        for (int i = 0; i < L; i++) {
+            if (ids[i] < 0 || ids[i] >= m->embed.ne[0]) {
+                free(rows);
+                zbackend_fail(zx->be, ZE_INVALID, "qwen3_encode: token id %d out of range", ids[i]);
+                return;
+            }
+            memcpy(rows + (size_t)i * row, (const char *)m->embed.data + (size_t)ids[i] * row, row);
+        }
+        zx_upload(zx, &h, rows, m->embed.dtype);
+        free(rows);
+    }
 
     zt cs = zx_tensor2(zx, ZT_F32, L, d / 2), sn = zx_tensor2(zx, ZT_F32, L, d / 2);
     if (!zx->measure && zx_ok(zx)) {
@@ -169,6 +217,14 @@ void qwen3_encode(zexec *zx, const qwen3_model *m, const int32_t *ids, int L, zt
 
     for (int l = 0; l < m->n_run; l++) {
         const qwen3_layer *ly = &m->layers[l];
+        if (m->streamed) { /* bring layer l into the device slot */
+            for (int i = 0; i < 8; i++) {
+                qwen3_layer *hl = (qwen3_layer *)&m->layers[l];
+                zx_upload(zx, slot_tensor((qwen3_layer *)&m->slot, i), slot_tensor(hl, i)->data,
+                          slot_tensor(hl, i)->dtype);
+            }
+            ly = &m->slot;
+        }
         size_t ml = zx_mark(zx);
         /* attention */
         zt a = zx_tensor2(zx, act, L, D);

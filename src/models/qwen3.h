@@ -30,10 +30,21 @@ typedef struct qwen3_model {
     zt embed;             /* [V, D] */
     qwen3_layer *layers;  /* n_run */
     zw_loader loader;
+    /* streamed mode (qwen3_load_streamed): embed and layers live on a host
+     * backend; each layer is copied into `slot` on the compute backend just
+     * before it runs, so the device holds one layer at a time. */
+    int streamed;
+    zbackend *dev;        /* compute backend that owns slot */
+    qwen3_layer slot;
 } qwen3_model;
 
 /* src == NULL: random weights.  Checks every tensor before returning. */
 int qwen3_load(qwen3_model *m, const qwen3_config *cfg, zbackend *be, zw_source *src, zerr *e);
+/* Weights on `host` (a host backend: zero-copy from the file where it can),
+ * one layer's worth of device memory on `dev`; qwen3_encode then streams the
+ * layers through it (run it with a zexec on `dev`). */
+int qwen3_load_streamed(qwen3_model *m, const qwen3_config *cfg, zbackend *dev, zbackend *host, zw_source *src,
+                        zerr *e);
 void qwen3_free(qwen3_model *m);
 
 /* out [L, D] (any float dtype; the pipeline passes F32 on CPU) receives
