@@ -712,7 +712,7 @@ static void test_errors(void **state) {
         {"POST", "/v1/images/generations", "{\"prompt\":\"a\",\"size\":\"512x512\"}", 400, "size"},
         {"POST", "/v1/images/generations", "{\"prompt\":\"a\",\"steps\":51}", 400, "steps"},
         {"POST", "/v1/images/generations", "{\"prompt\":\"a\",\"n\":9}", 400, "n"},
-        {"POST", "/v1/images/generations", "{\"prompt\":\"a\",\"output_format\":\"webp\"}", 400, "output_format"},
+        {"POST", "/v1/images/generations", "{\"prompt\":\"a\",\"output_format\":\"gif\"}", 400, "output_format"},
         {"POST", "/sdapi/v1/txt2img", "[]", 400, NULL},
         {"POST", "/sdapi/v1/txt2img", "{\"width\":33}", 422, "width"},
         {"POST", "/sdapi/v1/txt2img", "{\"steps\":\"many\"}", 422, "steps"},
