@@ -161,7 +161,10 @@ int zimage_validate(zimage_ctx *ctx, const zimage_params *p);
 int zimage_generate(zimage_ctx *ctx, const zimage_params *p, zimage_result *out);
 /* Several requests that share width, height, steps and cfg settings, run as
  * one batch through the DiT.  Each item draws its own noise from its own
- * seed, exactly as if it were generated alone.  results has n entries. */
+ * seed, exactly as if it were generated alone.  results has n entries.
+ * Progress for the whole batch goes to items[0].progress (previews and
+ * latents are those of the first image); the other items' callbacks are not
+ * called. */
 int zimage_generate_many(zimage_ctx *ctx, const zimage_params *items, int n, zimage_result *results);
 void zimage_result_free(zimage_result *r);
 
