@@ -412,6 +412,8 @@ typedef struct gen_state {
     const zt *featp[2 * DIT_MAX_BATCH];
     dit_batch bt_cfg, bt_pos;
     zt x, xin, tt, out, pred; /* [B|G, C, h, w] / [G]          */
+    int steps;
+    zt ttab;               /* [steps, G] every step's t, uploaded once */
 } gen_state;
 
 static int64_t seed_random(void) {
@@ -439,6 +441,7 @@ static void setup_persist(zimage_ctx *ctx, zexec *zx, gen_state *g) {
     g->pred = zx_tensor4(zx, ZT_F32, B, g->C, g->h, g->w);
     int64_t ne1[1] = {G};
     g->tt = zx_tensor(zx, ZT_F32, 1, ne1);
+    g->ttab = zx_tensor2(zx, ZT_F32, g->steps, G);
     dit_batch_prepare(zx, &ctx->dit, g->featp, B, g->h, g->w, &g->bt_pos);
     if (g->cfg) dit_batch_prepare(zx, &ctx->dit, g->featp, G, g->h, g->w, &g->bt_cfg);
 }
@@ -534,10 +537,14 @@ static void step_update(zexec *zx, gen_state *g, int use_cfg, float w, float nor
     zop_axpby(zx, &g->x, -dt, &pred, 1.0f);
 }
 
-static void upload_t(zexec *zx, gen_state *g, const float *tvals, int use_cfg) {
-    zt tt = g->tt;
-    tt.ne[0] = use_cfg ? 2 * g->B : g->B;
-    zx_upload(zx, &tt, tvals, ZT_F32);
+/* t for step i: a device-side copy from the table uploaded before the loop
+ * (no host synchronisation inside the loop). */
+static void select_t(zexec *zx, gen_state *g, int i) {
+    zt row = g->tt;
+    row.ndim = 2;
+    row.ne[0] = 1;
+    row.ne[1] = g->tt.ne[0];
+    zop_copy_rows(zx, &row, 0, &g->ttab, i, 1);
 }
 
 static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zimage_result *res, gen_state *g,
@@ -556,6 +563,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     if (B > DIT_MAX_BATCH / 2) return zerr_set(e, ZE_INVALID, "too many images in one batch (%d > %d)", B, DIT_MAX_BATCH / 2);
     int f = vae_factor(ctx);
     g->B = B;
+    g->steps = p0->steps;
     g->C = ctx->dit_cfg.in_channels;
     g->h = p0->height / f;
     g->w = p0->width / f;
@@ -620,8 +628,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     float *sig = malloc(sizeof(float) * (size_t)(steps + 1));
     float *tin = malloc(sizeof(float) * (size_t)steps);
     float *tsteps = malloc(sizeof(float) * (size_t)steps);
-    float *tvals = malloc(sizeof(float) * (size_t)(2 * B));
-    if (!sig || !tin || !tsteps || !tvals) {
+    if (!sig || !tin || !tsteps) {
         rc = zerr_set(e, ZE_NOMEM, "out of memory");
         goto done;
     }
@@ -658,6 +665,18 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     zx_begin(&zx, ctx->be, &ctx->persist, 0);
     setup_persist(ctx, &zx, g);
     zx_upload(&zx, &g->x, *host_lat, ZT_F32);
+    {
+        int64_t G = g->ttab.ne[1];
+        float *tab = malloc(sizeof(float) * (size_t)(steps * G));
+        if (!tab) {
+            rc = zerr_set(e, ZE_NOMEM, "out of memory");
+            goto done;
+        }
+        for (int i = 0; i < steps; i++)
+            for (int64_t b = 0; b < G; b++) tab[(size_t)i * G + b] = tin[i];
+        zx_upload(&zx, &g->ttab, tab, ZT_F32);
+        free(tab);
+    }
     if (!zx_ok(&zx)) {
         rc = zx.status;
         goto done;
@@ -693,9 +712,8 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
             use_cfg = 0; /* diffusers: guidance 0 for this step -> positives only */
             w = 0;
         }
-        for (int b = 0; b < 2 * B; b++) tvals[b] = tin[i];
         zx_begin(&sx, ctx->be, &ctx->scratch, 0);
-        upload_t(&sx, g, tvals, use_cfg);
+        select_t(&sx, g, i);
         const zbackend_vt *vt = ctx->be->vt;
         if (vt->capture_begin && !getenv("ZIMAGE_NO_GRAPHS")) {
             /* the forward as a graph, captured once per shape and reused across steps and generations */
@@ -813,7 +831,6 @@ done:
     free(sig);
     free(tin);
     free(tsteps);
-    free(tvals);
     return rc;
 }
 

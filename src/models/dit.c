@@ -80,14 +80,56 @@ static int load_block(dit_model *m, dit_block *b, const char *pre, int modulated
     ZTRY(zw_load_cat(L, &b->w13, names, 2, ffn_rows, D));
     NM(n0, "feed_forward.w2.weight");
     ZTRY(zw_load2(L, &b->w2, n0, D, Fh));
-    if (modulated) {
-        NM(n0, "adaLN_modulation.0.weight");
-        ZTRY(zw_load2(L, &b->ada_w, n0, 4 * D, A));
-        NM(n0, "adaLN_modulation.0.bias");
-        ZTRY(zw_load1(L, &b->ada_b, n0, 4 * D));
-    }
+    (void)A;
+    b->mod_off = modulated ? 0 : -1; /* set by load_modulation */
 #undef NM
     return ZE_OK;
+}
+
+/* All modulated blocks' adaLN Linear (noise_refiner.*, then layers.*) as one
+ * [n_mod*4D, A] weight and one [n_mod*4D] F32 bias, so a step computes every
+ * modulation vector with one GEMM.  The biases are 1-D: fetched one by one and
+ * joined on the host. */
+static int load_modulation(dit_model *m) {
+    const dit_config *c = &m->cfg;
+    zw_loader *L = &m->loader;
+    const int64_t D = c->dim, A = c->adaln_dim;
+    int n = c->n_refiner_layers + c->n_layers;
+    m->n_mod = n;
+    if (n == 0) return ZE_OK;
+    char (*names)[96] = calloc((size_t)n, sizeof *names);
+    const char **np = calloc((size_t)n, sizeof *np);
+    int64_t *rows = calloc((size_t)n, sizeof *rows);
+    float *bias = malloc(sizeof(float) * (size_t)(n * 4 * D));
+    int rc = (!names || !np || !rows || !bias) ? zerr_set(L->err, ZE_NOMEM, "out of memory") : ZE_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        dit_block *b = i < c->n_refiner_layers ? &m->noise_refiner[i] : &m->layers[i - c->n_refiner_layers];
+        if (i < c->n_refiner_layers)
+            snprintf(names[i], sizeof names[i], "noise_refiner.%d.adaLN_modulation.0", i);
+        else
+            snprintf(names[i], sizeof names[i], "layers.%d.adaLN_modulation.0", i - c->n_refiner_layers);
+        b->mod_off = (int64_t)i * 4 * D;
+        char bn[128];
+        snprintf(bn, sizeof bn, "%s.bias", names[i]);
+        zt tb;
+        rc = zw_load1(L, &tb, bn, 4 * D);
+        if (!rc) rc = zt_download_f32(L->be, &tb, bias + (size_t)i * 4 * D);
+        strcat(names[i], ".weight");
+        np[i] = names[i];
+        rows[i] = 4 * D;
+    }
+    if (!rc) rc = zw_load_cat(L, &m->ada_all_w, np, n, rows, A);
+    if (!rc) {
+        int64_t ne[1] = {(int64_t)n * 4 * D};
+        rc = zt_alloc(L->be, &m->ada_all_b, ZT_F32, 1, ne);
+        if (!rc) rc = zt_upload(L->be, &m->ada_all_b, bias, ZT_F32);
+        if (rc) zerr_set(L->err, rc, "transformer: cannot place the joined adaLN bias");
+    }
+    free(names);
+    free(np);
+    free(rows);
+    free(bias);
+    return rc;
 }
 
 static int dit_load_all(dit_model *m) {
@@ -128,6 +170,7 @@ static int dit_load_all(dit_model *m) {
         snprintf(pre, sizeof pre, "layers.%d", i);
         ZTRY(load_block(m, &m->layers[i], pre, 1));
     }
+    ZTRY(load_modulation(m));
     return zw_check_all_used(L);
 }
 
@@ -176,6 +219,7 @@ int dit_load(dit_model *m, const dit_config *cfg, zbackend *be, zw_source *src, 
 }
 
 void dit_free(dit_model *m) {
+    if (m->ada_all_b.data) zt_free(m->loader.be, &m->ada_all_b);
     zw_loader_free(&m->loader);
     free(m->noise_refiner); /* one allocation for all blocks */
     memset(m, 0, sizeof *m);
@@ -245,22 +289,19 @@ static void rope_build(const dit_config *c, const dit_batch *bt, const double *f
 /* x [B, N, D] F32 residual stream, updated in place.  cs/sn [B*N, d/2].
  * c [B, A] (NULL for the unmodulated context refiner).  kv_len: NULL or [B]. */
 static void block_fwd(zexec *zx, const dit_model *m, const dit_block *blk, zt *x, const zt *cs, const zt *sn,
-                      const int32_t *kv_len, const zt *c) {
+                      const int32_t *kv_len, const zt *mod) {
     const dit_config *cf = &m->cfg;
     const int64_t B = x->ne[0], N = x->ne[1], D = cf->dim, Fh = cf->ffn_dim;
     const int H = cf->n_heads;
     const float eps = cf->norm_eps;
     const zt_dtype act = zx->be->act;
     size_t m0 = zx_mark(zx);
-    zt mod = {0};
     zvec sc_a = {NULL, 0}, g_a = {NULL, 0}, sc_f = {NULL, 0}, g_f = {NULL, 0};
-    if (c) { /* [scale_msa | gate_msa | scale_mlp | gate_mlp], each D */
-        mod = zx_tensor2(zx, ZT_F32, B, 4 * D);
-        zop_matmul(zx, &mod, c, &blk->ada_w, &blk->ada_b, 0);
-        sc_a = (zvec){&mod, 0};
-        g_a = (zvec){&mod, D};
-        sc_f = (zvec){&mod, 2 * D};
-        g_f = (zvec){&mod, 3 * D};
+    if (mod && blk->mod_off >= 0) { /* [scale_msa | gate_msa | scale_mlp | gate_mlp], each D */
+        sc_a = (zvec){mod, blk->mod_off};
+        g_a = (zvec){mod, blk->mod_off + D};
+        sc_f = (zvec){mod, blk->mod_off + 2 * D};
+        g_f = (zvec){mod, blk->mod_off + 3 * D};
     }
     const zt *qn = cf->qk_norm ? &blk->q_norm : NULL, *kn = cf->qk_norm ? &blk->k_norm : NULL;
     size_t m1 = zx_mark(zx);
@@ -431,6 +472,9 @@ void dit_forward(zexec *zx, const dit_model *m, const dit_batch *bt, const zt *x
     zop_silu(zx, &th, &th);
     zt cvec = zx_tensor2(zx, act, B, A);
     zop_matmul(zx, &cvec, &th, &m->t_w2, &m->t_b2, 0);
+    /* every modulated block's [scale_msa | gate_msa | scale_mlp | gate_mlp] in one GEMM */
+    zt mod = zx_tensor2(zx, ZT_F32, B, (int64_t)m->n_mod * 4 * D);
+    if (m->n_mod) zop_matmul(zx, &mod, &cvec, &m->ada_all_w, &m->ada_all_b, 0);
 
     zt u = zx_tensor3(zx, ZT_F32, B, Nmax, D); /* unified residual stream */
     size_t m1 = zx_mark(zx);
@@ -450,7 +494,7 @@ void dit_forward(zexec *zx, const dit_model *m, const dit_batch *bt, const zt *x
         }
     }
     for (int i = 0; i < c->n_refiner_layers; i++)
-        block_fwd(zx, m, &m->noise_refiner[i], &xs, &bt->cos_x, &bt->sin_x, NULL, &cvec);
+        block_fwd(zx, m, &m->noise_refiner[i], &xs, &bt->cos_x, &bt->sin_x, NULL, &mod);
 
     /* unified [image | caption | batch pad] per sample (Nxp + Lpmax = Nmax) */
     for (int64_t b = 0; b < B; b++) {
@@ -461,7 +505,7 @@ void dit_forward(zexec *zx, const dit_model *m, const dit_batch *bt, const zt *x
 
     const int32_t *kv = uniform_lp(bt) ? NULL : bt->kv_len_u;
     for (int i = 0; i < c->n_layers; i++) {
-        block_fwd(zx, m, &m->layers[i], &u, &bt->cos_u, &bt->sin_u, kv, &cvec);
+        block_fwd(zx, m, &m->layers[i], &u, &bt->cos_u, &bt->sin_u, kv, &mod);
         if (!zx_ok(zx)) break;
     }
 

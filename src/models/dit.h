@@ -30,8 +30,8 @@ typedef struct dit_block {
     zt wo;          /* [D, D] */
     zt w13;         /* [2Fh, D] w1|w3 rows */
     zt w2;          /* [D, Fh] */
-    zt ada_w;       /* [4D, A] (absent for context_refiner: data NULL) */
-    zt ada_b;       /* [4D] F32 */
+    int64_t mod_off;/* this block's [4D] slice of the step's modulation vector
+                       (column offset in dit_model.ada_all_*); -1 = unmodulated */
 } dit_block;
 
 typedef struct dit_model {
@@ -43,6 +43,11 @@ typedef struct dit_model {
     zt x_pad, cap_pad;         /* [1, D] F32 */
     zt final_w, final_b;       /* [p*p*C, D], [p*p*C] */
     zt final_ada_w, final_ada_b; /* [D, A], [D] */
+    /* adaLN weights of every modulated block (noise_refiner.*, then layers.*),
+     * rows concatenated so that one GEMM per step gives all modulation
+     * vectors: [n_mod * 4D, A] and [n_mod * 4D] F32 */
+    zt ada_all_w, ada_all_b;
+    int n_mod;
     dit_block *noise_refiner;  /* n_refiner_layers */
     dit_block *context_refiner;/* n_refiner_layers */
     dit_block *layers;         /* n_layers */
