@@ -136,20 +136,7 @@ static int mb_append(membuf *m, const void *data, size_t len) {
 }
 
 static void mb_write(png_structp png, png_bytep data, png_size_t len) {
-    membuf *m = png_get_io_ptr(png);
-    if (m->n + len > m->cap) {
-        size_t cap = m->cap ? m->cap : 65536;
-        while (cap < m->n + len) cap *= 2;
-        uint8_t *q = realloc(m->p, cap);
-        if (!q) {
-            m->oom = 1;
-            png_error(png, "out of memory");
-        }
-        m->p = q;
-        m->cap = cap;
-    }
-    memcpy(m->p + m->n, data, len);
-    m->n += len;
+    if (mb_append(png_get_io_ptr(png), data, len)) png_error(png, "out of memory");
 }
 
 static void mb_flush(png_structp png) { (void)png; }
