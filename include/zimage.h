@@ -143,6 +143,7 @@ typedef struct zimage_params {
 
 typedef struct zimage_timings {
     double tokenize, encode, denoise, decode, total; /* seconds */
+    double setup;    /* seconds between encode and the first step: noise, persistent state, caption stream */
     double step_min, step_max;                      /* seconds per DiT step */
     size_t peak_device_bytes;                       /* 0 if unknown         */
 } zimage_timings;

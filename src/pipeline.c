@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,8 +477,12 @@ static void graphs_clear(zimage_ctx *ctx) {
 }
 
 /* The cached graph for this step variant, capturing it on a miss (the LRU
- * slot is replaced).  Returns ZE_OK with *graph set, or an error. */
-static int step_graph(zimage_ctx *ctx, zexec *zx, gen_state *g, int use_cfg, void **graph) {
+ * slot is replaced).  On a miss the step first runs eagerly (so backends can
+ * pick and tune their kernels with host synchronisation, which a capture
+ * forbids), then is captured without running: *ran = 1 says this step's
+ * output is already computed.  Returns ZE_OK with *graph set, or an error. */
+static int step_graph(zimage_ctx *ctx, zexec *zx, gen_state *g, int use_cfg, void **graph, int *ran) {
+    *ran = 0;
     zgraph_key k;
     memset(&k, 0, sizeof k);
     k.B = g->B;
@@ -506,8 +511,14 @@ static int step_graph(zimage_ctx *ctx, zexec *zx, gen_state *g, int use_cfg, voi
         slot->graph = NULL;
     }
     size_t mark = zx_mark(zx);
-    ZTRY(ctx->be->vt->capture_begin(ctx->be));
     step_forward(ctx, zx, g, use_cfg);
+    if (!zx_ok(zx)) return zx->status;
+    *ran = 1;
+    zx_release(zx, mark);
+    ZTRY(ctx->be->vt->capture_begin(ctx->be));
+    zop_profile_capturing(1);
+    step_forward(ctx, zx, g, use_cfg);
+    zop_profile_capturing(0);
     void *gr = NULL;
     int crc = ctx->be->vt->capture_end(ctx->be, &gr);
     if (!zx_ok(zx)) {
@@ -547,6 +558,46 @@ static void select_t(zexec *zx, gen_state *g, int i) {
     zop_copy_rows(zx, &row, 0, &g->ttab, i, 1);
 }
 
+/* Initial latents [B, C, h, w] on the host: one draw per item (diffusers:
+ * one randn call for an item's n images) or the item's init_latents.  Runs
+ * on its own thread while the prompt is tokenized and encoded (the noise is
+ * a few ms of CPU work that would otherwise sit on the critical path). */
+typedef struct {
+    const zimage_params *items;
+    const zimage_result *res;
+    int n;
+    size_t per;
+    float *lat;
+    int rc;
+    int started;
+    pthread_t th;
+} noise_job;
+
+static void *noise_run(void *arg) {
+    noise_job *nj = arg;
+    for (int i = 0, j = 0; i < nj->n && !nj->rc; i++) {
+        float *dst = nj->lat + (size_t)j * nj->per;
+        size_t cnt = nj->per * (size_t)nj->items[i].batch;
+        if (nj->items[i].init_latents)
+            memcpy(dst, nj->items[i].init_latents, cnt * sizeof(float));
+        else
+            nj->rc = zrng_randn(nj->items[i].rng, (uint64_t)nj->res[i].seeds[0], dst, (int64_t)cnt);
+        j += nj->items[i].batch;
+    }
+    return NULL;
+}
+
+static void noise_start(noise_job *nj) {
+    nj->started = pthread_create(&nj->th, NULL, noise_run, nj) == 0;
+    if (!nj->started) noise_run(nj); /* no thread: draw it now */
+}
+
+static int noise_join(noise_job *nj) {
+    if (nj->started) pthread_join(nj->th, NULL);
+    nj->started = 0;
+    return nj->rc;
+}
+
 static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zimage_result *res, gen_state *g,
                           float **host_lat, double t0) {
     zerr *e = &ctx->err;
@@ -571,11 +622,16 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     g->cfg = guidance > 0;
     int steps = p0->steps;
 
-    /* seeds */
+    /* seeds, then the noise on its own thread */
     for (int i = 0, j = 0; i < n; i++) {
         int64_t s = items[i].seed >= 0 ? items[i].seed : seed_random();
         for (int k = 0; k < items[i].batch; k++, j++) res[i].seeds[k] = s;
     }
+    size_t per = (size_t)g->C * (size_t)g->h * (size_t)g->w;
+    *host_lat = malloc(per * (size_t)B * sizeof(float));
+    if (!*host_lat) return zerr_set(e, ZE_NOMEM, "out of memory");
+    noise_job nj = {items, res, n, per, *host_lat, ZE_OK, 0, 0};
+    noise_start(&nj);
 
     /* tokenize + encode (through the cache) */
     double ta = ztime_now();
@@ -585,6 +641,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     if (!ids || !nids) {
         free(ids);
         free(nids);
+        noise_join(&nj);
         return zerr_set(e, ZE_NOMEM, "out of memory");
     }
     int rc = ZE_OK;
@@ -596,6 +653,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     }
     double tb = ztime_now();
     for (int i = 0; i < n; i++) res[i].timings.tokenize = tb - ta;
+    zop_profile_phase("te");
     if (!rc && report(p0, "encode", 0, steps, t0, NULL, 0, 0, NULL)) rc = zerr_set(e, ZE_CANCELLED, "cancelled");
     for (int s = 0; s < (g->cfg ? 2 : 1) && !rc; s++) {
         for (int i = 0, row = s * B; i < n && !rc; i++) {
@@ -620,9 +678,13 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     for (int i = 0; i < 2 * n; i++) free(ids[i]);
     free(ids);
     free(nids);
-    if (rc) return rc;
+    if (rc) {
+        noise_join(&nj);
+        return rc;
+    }
     double tc = ztime_now();
     for (int i = 0; i < n; i++) res[i].timings.encode = tc - tb;
+    zop_profile_phase("setup");
 
     /* schedule */
     float *sig = malloc(sizeof(float) * (size_t)(steps + 1));
@@ -634,25 +696,14 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     }
     if ((rc = zsched_sigmas(&ctx->sched_cfg, steps, sig, tin, tsteps, e))) goto done;
 
-    /* initial latents [B, C, h, w]: one draw per item (diffusers: one randn call for n images) */
-    size_t per = (size_t)g->C * (size_t)g->h * (size_t)g->w;
-    *host_lat = malloc(per * (size_t)B * sizeof(float));
-    if (!*host_lat) {
-        rc = zerr_set(e, ZE_NOMEM, "out of memory");
+    /* initial latents (drawn while encoding) */
+    if ((rc = noise_join(&nj))) {
+        zerr_set(e, rc, "random number generation failed");
         goto done;
     }
-    for (int i = 0, j = 0; i < n; i++) {
-        float *dst = *host_lat + (size_t)j * per;
-        size_t cnt = per * (size_t)items[i].batch;
-        if (items[i].init_latents)
-            memcpy(dst, items[i].init_latents, cnt * sizeof(float));
-        else if ((rc = zrng_randn(items[i].rng, (uint64_t)res[i].seeds[0], dst, (int64_t)cnt))) {
-            zerr_set(e, rc, "random number generation failed");
-            goto done;
-        }
-        j += items[i].batch;
-    }
 
+    double tn = ztime_now();
+    ZLOGD("setup: schedule + waiting for the noise %.2f ms", (tn - tc) * 1e3);
     /* persistent state: measure, reserve, build */
     zexec zx;
     zx_begin(&zx, ctx->be, &ctx->persist, 1);
@@ -681,6 +732,8 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         rc = zx.status;
         goto done;
     }
+    double tpst = ztime_now();
+    ZLOGD("setup: persistent state (features, RoPE tables, caption stream) %.2f ms", (tpst - tn) * 1e3);
     /* per-step scratch */
     zexec sx;
     zx_begin(&sx, ctx->be, &ctx->scratch, 1);
@@ -701,6 +754,9 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         x0 = malloc(per * sizeof(float) * 2);
     }
     double td = ztime_now();
+    ZLOGD("setup: step scratch sized %.2f ms", (td - tpst) * 1e3);
+    for (int i = 0; i < n; i++) res[i].timings.setup = td - tc;
+    zop_profile_phase("dit");
     res[0].timings.step_min = 1e30;
     /* step 0 of N: the loop starts now (encoding and setup are behind us) */
     if (report(p0, "denoise", 0, steps, t0, NULL, 0, 0, NULL)) rc = zerr_set(e, ZE_CANCELLED, "cancelled");
@@ -715,15 +771,18 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         zx_begin(&sx, ctx->be, &ctx->scratch, 0);
         select_t(&sx, g, i);
         const zbackend_vt *vt = ctx->be->vt;
-        if (vt->capture_begin && !getenv("ZIMAGE_NO_GRAPHS")) {
+        if (vt->capture_begin && !getenv("ZIMAGE_NO_GRAPHS") && !zop_profiling()) {
             /* the forward as a graph, captured once per shape and reused across steps and generations */
             void *gr = NULL;
-            if (zx_ok(&sx) && (rc = step_graph(ctx, &sx, g, use_cfg, &gr))) break;
-            if (zx_ok(&sx) && (rc = vt->graph_launch(ctx->be, gr))) break;
+            int ran = 0;
+            if (zx_ok(&sx) && (rc = step_graph(ctx, &sx, g, use_cfg, &gr, &ran))) break;
+            if (zx_ok(&sx) && !ran && (rc = vt->graph_launch(ctx->be, gr))) break;
         } else {
             step_forward(ctx, &sx, g, use_cfg);
         }
+        zop_profile_phase("update");
         step_update(&sx, g, use_cfg, w, p0->cfg_normalization, sig[i + 1] - sig[i]);
+        zop_profile_phase("dit");
         if (!zx_ok(&sx)) {
             rc = sx.status;
             break;
@@ -780,6 +839,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         int H = p0->height, W = p0->width;
         zt lat1 = g->x;
         lat1.ne[0] = 1;
+        zop_profile_phase("vae");
         for (int pass = 0; pass < 2 && !rc; pass++) {
             if (pass == 1 && (rc = zpipe_arena_reserve(ctx, &ctx->scratch, ctx->scratch.peak))) break;
             for (int j = 0; j < (pass == 0 ? 1 : B) && !rc; j++) {
@@ -794,20 +854,24 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
                 }
                 if (pass == 0) continue;
                 size_t npx = (size_t)H * (size_t)W * 3;
-                float *buf = malloc(npx * sizeof(float));
-                if (!buf) {
-                    rc = zerr_set(e, ZE_NOMEM, "out of memory");
-                    break;
-                }
-                if ((rc = zt_download_f32(ctx->be, &img, buf))) {
-                    free(buf);
-                    break;
-                }
                 /* image j belongs to item i, index k */
                 int i = 0, k = j;
                 while (k >= items[i].batch) k -= items[i++].batch;
-                zimg_to_u8(buf, res[i].images[k], npx);
-                free(buf);
+                if (ctx->be->vt->download_rgb8) { /* converted on the device: 1 byte per value over PCIe */
+                    if ((rc = ctx->be->vt->download_rgb8(ctx->be, &img, res[i].images[k]))) break;
+                } else {
+                    float *buf = malloc(npx * sizeof(float));
+                    if (!buf) {
+                        rc = zerr_set(e, ZE_NOMEM, "out of memory");
+                        break;
+                    }
+                    if ((rc = zt_download_f32(ctx->be, &img, buf))) {
+                        free(buf);
+                        break;
+                    }
+                    zimg_to_u8(buf, res[i].images[k], npx);
+                    free(buf);
+                }
                 if (p0->progress) {
                     zimage_progress pr = {"image", j + 1, B,    ztime_now() - t0, NULL,
                                           0,       0,     NULL, res[i].images[k], j, res[i].seeds[k]};
@@ -828,6 +892,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         }
     }
 done:
+    noise_join(&nj);
     free(sig);
     free(tin);
     free(tsteps);

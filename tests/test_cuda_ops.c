@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "base/half.h"
+#include "io/png.h"
 #include "ops/cpu/cpu_backend.h"
 #include "ops/ops.h"
 #ifdef ZIMAGE_HAVE_CUDA
@@ -260,6 +261,26 @@ static void one_nga(int64_t R, int64_t D, int64_t B, zt_dtype ydt, zt_dtype gdt,
     cmp(name, &x, TOL32R);
 }
 
+/* norm_gate_add + rmsnorm of the updated x (fused on the GPU, two ops on the CPU). */
+static void one_ngan(int64_t R, int64_t D, int64_t B, zt_dtype xdt, zt_dtype hdt, int gate, int sc) {
+    char name[112];
+    snprintf(name, sizeof name, "norm_gate_add_norm %lldx%lld B%lld x%s h%s%s%s", (long long)R, (long long)D,
+             (long long)B, zt_dtype_name(xdt), zt_dtype_name(hdt), gate ? " gate" : "", sc ? " scale" : "");
+    pair x = mk2(xdt, NE(R, D), hrand(R * D, xdt, 3.0f, 0.0f));
+    pair y = mk2(ZT_BF16, NE(R, D), hrand(R * D, ZT_BF16, 5.0f, 0.1f));
+    pair wt = mk2(ZT_F32, NE(D), hrand(D, ZT_F32, 0.5f, 1.0f));
+    pair w2 = mk2(ZT_F32, NE(D), hrand(D, ZT_F32, 0.5f, 1.0f));
+    pair g = mk2(ZT_F32, NE(B, 4 * D), hrand(B * 4 * D, ZT_F32, 1.5f, 0.0f));
+    zvec gg = {gate ? &g.g : NULL, D}, gc = {gate ? &g.c : NULL, D};
+    zvec sg = {sc ? &g.g : NULL, 2 * D}, scc = {sc ? &g.c : NULL, 2 * D};
+    pair h = out2(hdt, NE(R, D));
+    zop_norm_gate_add_norm(XG(), &x.g, &y.g, &wt.g, gg, &h.g, &w2.g, sg, B, 1e-6f);
+    zop_norm_gate_add_norm(XC(), &x.c, &y.c, &wt.c, gc, &h.c, &w2.c, scc, B, 1e-6f);
+    ok2(name);
+    cmp(name, &x, xdt == ZT_F32 ? TOL32R : TOL_BF);
+    cmp(name, &h, hdt == ZT_F32 ? TOL32R : TOL_BF);
+}
+
 static void test_norms(void **state) {
     (void)state;
     one_rmsnorm(8, 3840, 2, ZT_F32, ZT_BF16, 1, 1, 0); /* DiT pre-norm */
@@ -273,6 +294,11 @@ static void test_norms(void **state) {
     one_nga(8, 3840, 2, ZT_BF16, ZT_F32, 1, 1);
     one_nga(6, 3840, 1, ZT_BF16, ZT_BF16, 0, 1);
     one_nga(4, 77, 2, ZT_F32, ZT_BF16, 1, 0);
+    one_ngan(8, 3840, 2, ZT_F32, ZT_BF16, 1, 1); /* DiT: attention -> FFN pre-norm */
+    one_ngan(6, 3840, 1, ZT_F32, ZT_BF16, 0, 0); /* context refiner (unmodulated) */
+    one_ngan(5, 2560, 1, ZT_F32, ZT_F32, 1, 1);
+    one_ngan(4, 3840, 2, ZT_BF16, ZT_BF16, 1, 1); /* bf16 residual stream */
+    one_ngan(4, 77, 2, ZT_F32, ZT_BF16, 1, 1);    /* unaligned rows: two kernels */
 }
 
 static void one_groupnorm(int64_t B, int64_t H, int64_t W, int64_t C, int G, zt_dtype dt, int silu, int inplace) {
@@ -643,6 +669,35 @@ static void test_backend_misc(void **state) {
     g_gpu->vt->mem_stats(g_gpu, &in_use, &peak);
     assert_true(in_use >= 1000 * 77 * 2 && peak >= in_use);
     printf("  fill_random ok (mean %.4f), mem in use %zu, peak %zu\n", mean, in_use, peak);
+
+    /* download_rgb8: the same bytes as the F32 download + zimg_to_u8, for
+     * ties (x*0.5+0.5)*255 = k + 0.5, out-of-range values, NaN and +-Inf */
+    assert_non_null(g_gpu->vt->download_rgb8);
+    const int64_t n = 3 * 4099;
+    float *src = malloc(sizeof(float) * (size_t)n);
+    uint8_t *a = malloc((size_t)n), *b = malloc((size_t)n);
+    assert_true(src && a && b);
+    for (int64_t i = 0; i < n; i++) {
+        if (i < 512) /* exact ties: y*255 = k + 0.5 -> x = 2*(k + 0.5)/255 - 1 */
+            src[i] = 2.0f * ((float)(i % 256) + 0.5f) / 255.0f - 1.0f;
+        else
+            src[i] = (float)((i * 2654435761u) % 100000u) / 40000.0f - 1.25f;
+    }
+    src[600] = NAN, src[601] = INFINITY, src[602] = -INFINITY, src[603] = -1.0f, src[604] = 1.0f;
+    zt img = mk(g_gpu, ZT_F32, NE(1, 4099, 3), src);
+    assert_int_equal(g_gpu->vt->download_rgb8(g_gpu, &img, a), ZE_OK);
+    float *back = dl(g_gpu, &img);
+    zimg_to_u8(back, b, (size_t)n);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += a[i] != b[i];
+    printf("  download_rgb8: %lld of %lld bytes differ from the host conversion\n", (long long)bad, (long long)n);
+    assert_int_equal(bad, 0);
+    assert_int_equal(a[600], 0);
+    assert_int_equal(a[601], 255);
+    assert_int_equal(a[602], 0);
+    free(src);
+    free(a);
+    free(b);
     print_plans(g_gpu, "after the correctness tests");
 }
 
@@ -720,6 +775,12 @@ static void p_nga(void *c) {
     zx_begin(&g_zp, g_gpu, NULL, 0);
     zvec s = {p->g, 0};
     zop_norm_gate_add(&g_zp, p->y, p->x, p->b, s, p->B, 1e-5f);
+}
+static void p_ngan(void *c) {
+    perf_ctx *p = c;
+    zx_begin(&g_zp, g_gpu, NULL, 0);
+    zvec g = {p->g, 0}, s = {p->g, 2 * zt_cols(p->x)};
+    zop_norm_gate_add_norm(&g_zp, p->y, p->x, p->b, g, p->q, p->b, s, p->B, 1e-5f);
 }
 static void p_silu_mul(void *c) {
     perf_ctx *p = c;
@@ -961,6 +1022,10 @@ static void test_perf(void **state) {
         perf_ctx p2 = {.y = &xf, .x = &yb, .b = &w, .g = &mod, .B = 1};
         s = time_it(p_nga, &p2, 20);
         PERF_LINE("norm_gate_add 4224x3840 (x f32 += bf16)", s, "GB/s", (double)N * D * 10);
+        zt hb = gt(ZT_BF16, NE(1, N, D));
+        perf_ctx p2b = {.y = &xf, .x = &yb, .b = &w, .g = &mod, .q = &hb, .B = 1};
+        s = time_it(p_ngan, &p2b, 20);
+        PERF_LINE("norm_gate_add_norm 4224x3840 (x f32 += bf16, h bf16)", s, "GB/s", (double)N * D * 12);
         zt gu = gt(ZT_BF16, NE(N, 2 * F)), g = gt(ZT_BF16, NE(N, F));
         perf_ctx p3 = {.y = &g, .x = &gu};
         s = time_it(p_silu_mul, &p3, 20);
@@ -1041,20 +1106,20 @@ static void test_perf(void **state) {
         const int32_t kl[1] = {(int32_t)N};
         void *graph = NULL;
         zbackend *be = g_gpu;
+        zop_rmsnorm(XG(), &a, &x, &nw, (zvec){&mod, 0}, 1, 1e-5f);
         if (be->vt->capture_begin(be) != ZE_OK) fail_msg("capture: %s", g_egpu.msg);
         zexec *zx = XG();
         zvec sa = {&mod, 0}, ga = {&mod, D}, sf = {&mod, 2 * D}, gf = {&mod, 3 * D};
-        zop_rmsnorm(zx, &a, &x, &nw, sa, 1, 1e-5f);
+        /* steady state: the block's pre-norm comes from the previous block's last op */
         zop_matmul(zx, &qkv, &a, &wqkv, NULL, 0);
         zop_qkv_norm_rope(zx, &q, &k, &v, &qkv, &hw, &hw, &cs, &sn, 30, 30, 1e-5f, ZROPE_ADJACENT);
         zop_attention(zx, &o, &q, &k, &v, 30, 30, kl, 0, 1.0f / sqrtf(128.0f));
         zop_matmul(zx, &ao, &o, &wo, NULL, 0);
-        zop_norm_gate_add(zx, &x, &ao, &nw, ga, 1, 1e-5f);
-        zop_rmsnorm(zx, &a, &x, &nw, sf, 1, 1e-5f);
-        zop_matmul(zx, &gu, &a, &w13, NULL, 0);
+        zop_norm_gate_add_norm(zx, &x, &ao, &nw, ga, &o, &nw, sf, 1, 1e-5f);
+        zop_matmul(zx, &gu, &o, &w13, NULL, 0);
         zop_silu_mul(zx, &g, &gu);
         zop_matmul(zx, &ao, &g, &w2, NULL, 0);
-        zop_norm_gate_add(zx, &x, &ao, &nw, gf, 1, 1e-5f);
+        zop_norm_gate_add_norm(zx, &x, &ao, &nw, gf, &a, &nw, sa, 1, 1e-5f); /* + the next block's pre-norm */
         if (be->vt->capture_end(be, &graph) != ZE_OK || zx->status != ZE_OK) fail_msg("capture: %s", g_egpu.msg);
         double s = time_it(p_graph, graph, 10);
         double fl = 2.0 * N * 176947200.0 + 4.0 * 30 * (double)N * N * 128;

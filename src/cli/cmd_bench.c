@@ -15,6 +15,9 @@
 #include "cli_common.h"
 #include "pipeline.h"
 #include "zimage.h"
+#ifdef ZIMAGE_HAVE_CUDA
+#include "ops/cuda/cuda_backend.h"
+#endif
 
 #define MAX_STEPS 256
 
@@ -328,9 +331,14 @@ int cmd_bench(int argc, char **argv) {
     /* runs: warm-up + timed; the prompt cache is bypassed by opt.prompt_cache default? keep it off */
     double *tot = calloc((size_t)runs, sizeof *tot), *enc = calloc((size_t)runs, sizeof *enc),
            *dec = calloc((size_t)runs, sizeof *dec), *stp = calloc((size_t)runs * p.steps, sizeof *stp),
-           *pngt = calloc((size_t)runs, sizeof *pngt), *tokt = calloc((size_t)runs, sizeof *tokt);
+           *pngt = calloc((size_t)runs, sizeof *pngt), *tokt = calloc((size_t)runs, sizeof *tokt),
+           *sett = calloc((size_t)runs, sizeof *sett);
     size_t peak = 0;
     int rc = 0;
+    if (!tot || !enc || !dec || !stp || !pngt || !tokt || !sett) {
+        fprintf(stderr, "zimage bench: out of memory\n");
+        rc = 1;
+    }
     for (int r = -1; r < runs && !rc; r++) {
         bench_cb cb = {0};
         p.progress = on_progress;
@@ -353,15 +361,17 @@ int cmd_bench(int argc, char **argv) {
         if (r >= 0) {
             tot[r] = res.timings.total;
             tokt[r] = res.timings.tokenize;
+            sett[r] = res.timings.setup;
             enc[r] = res.timings.encode;
             dec[r] = res.timings.decode;
             pngt[r] = tpng;
             for (int s = 0; s < p.steps; s++) stp[(size_t)r * p.steps + s] = cb.t_step[s];
             if (res.timings.peak_device_bytes > peak) peak = res.timings.peak_device_bytes;
-            printf("  run %d: total %.3f s (tokenize %.4f, encode %.4f, denoise %.3f, decode %.3f, png %.3f)\n", r,
-                   tot[r] + tpng, tokt[r], enc[r], res.timings.denoise, dec[r], tpng);
+            printf("  run %d: total %.3f s (tokenize %.4f, encode %.4f, setup %.4f, denoise %.3f, decode %.3f, png %.3f)\n",
+                   r, tot[r] + tpng, tokt[r], enc[r], res.timings.setup, res.timings.denoise, dec[r], tpng);
         }
         zimage_result_free(&res);
+        if (r < 0) zop_profile_reset(); /* ZIMAGE_PROFILE: timed runs only */
     }
     if (!rc) {
         qsort(tot, (size_t)runs, sizeof *tot, cmp_d);
@@ -369,11 +379,13 @@ int cmd_bench(int argc, char **argv) {
         qsort(dec, (size_t)runs, sizeof *dec, cmp_d);
         qsort(pngt, (size_t)runs, sizeof *pngt, cmp_d);
         qsort(tokt, (size_t)runs, sizeof *tokt, cmp_d);
+        qsort(sett, (size_t)runs, sizeof *sett, cmp_d);
         qsort(stp, (size_t)runs * p.steps, sizeof *stp, cmp_d);
         double step_med = stp[(size_t)runs * p.steps / 2];
         printf("median of %d runs:\n", runs);
         printf("  tokenize     %9.4f s\n", tokt[runs / 2]);
         printf("  text encoder %9.4f s   %s\n", enc[runs / 2], rate_str(ft / enc[runs / 2]));
+        printf("  setup        %9.4f s   (noise, persistent state, caption stream)\n", sett[runs / 2]);
         printf("  DiT step     %9.4f s   %s   (min %.4f, max %.4f)\n", step_med, rate_str(fd / step_med), stp[0],
                stp[(size_t)runs * p.steps - 1]);
         if (rate > 0) printf("               = %.0f%% of the GEMM rate measured above\n", 100.0 * fd / step_med / rate);
@@ -382,12 +394,21 @@ int cmd_bench(int argc, char **argv) {
         printf("  end-to-end   %9.4f s   (prompt -> PNG)\n", tot[runs / 2] + pngt[runs / 2]);
         if (peak) printf("  peak device memory %.2f GiB\n", peak / 1073741824.0);
     }
+#ifdef ZIMAGE_HAVE_CUDA
+    if (!rc && opt.verbose >= 2) { /* -v -v: the backend's plans (GEMM algorithms and tuning, convs, attention) */
+        size_t cap = 1 << 20;
+        char *d = malloc(cap);
+        if (d && zcuda_describe(ctx->be, d, cap)) printf("backend plans:\n%s", d);
+        free(d);
+    }
+#endif
     free(tot);
     free(enc);
     free(dec);
     free(stp);
     free(pngt);
     free(tokt);
+    free(sett);
     free(prompt);
     zimage_free(ctx);
     return rc;

@@ -239,20 +239,61 @@ static double *rope_freqs(const dit_config *c) {
     return f;
 }
 
-/* Row r of the tables for position (p0, p1, p2). */
-static void rope_row(const dit_config *c, const double *freqs, const int pos[3], float *cs, float *sn) {
+/* Per-axis cos/sin tables: the angle of axis a, frequency j at position p
+ * depends on (a, p, j) only, so each value is computed once per generation
+ * (a few thousand sin/cos instead of one per table entry) and rows are
+ * gathered from them.  Same formula as before: float(p * freq) in double,
+ * then cos/sin in double, rounded to float. */
+typedef struct {
+    float *cs[3], *sn[3];
+    int npos[3], nf[3];
+} rope_axes;
+
+static void rope_axes_free(rope_axes *t) {
+    for (int a = 0; a < 3; a++) {
+        free(t->cs[a]);
+        free(t->sn[a]);
+    }
+}
+
+static int rope_axes_build(const dit_config *c, const double *freqs, const int npos[3], rope_axes *t) {
+    memset(t, 0, sizeof *t);
     int o = 0;
-    for (int a = 0; a < 3; a++)
-        for (int j = 0; j < c->axes_dims[a] / 2; j++, o++) {
-            float ang = (float)((double)pos[a] * freqs[o]);
-            cs[o] = (float)cos((double)ang);
-            sn[o] = (float)sin((double)ang);
+    for (int a = 0; a < 3; a++) {
+        int nf = c->axes_dims[a] / 2;
+        t->npos[a] = npos[a];
+        t->nf[a] = nf;
+        t->cs[a] = malloc(sizeof(float) * (size_t)npos[a] * (size_t)(nf ? nf : 1));
+        t->sn[a] = malloc(sizeof(float) * (size_t)npos[a] * (size_t)(nf ? nf : 1));
+        if (!t->cs[a] || !t->sn[a]) {
+            rope_axes_free(t);
+            return ZE_NOMEM;
         }
+        for (int p = 0; p < npos[a]; p++)
+            for (int j = 0; j < nf; j++) {
+                float ang = (float)((double)p * freqs[o + j]);
+                t->cs[a][(size_t)p * nf + j] = (float)cos((double)ang);
+                t->sn[a][(size_t)p * nf + j] = (float)sin((double)ang);
+            }
+        o += nf;
+    }
+    return ZE_OK;
+}
+
+/* Row of the tables for position (p0, p1, p2), gathered from the axes. */
+static void rope_row(const rope_axes *t, const int pos[3], float *cs, float *sn) {
+    int o = 0;
+    for (int a = 0; a < 3; a++) {
+        size_t nf = (size_t)t->nf[a];
+        memcpy(cs + o, t->cs[a] + (size_t)pos[a] * nf, nf * sizeof *cs);
+        memcpy(sn + o, t->sn[a] + (size_t)pos[a] * nf, nf * sizeof *sn);
+        o += (int)nf;
+    }
 }
 
 /* Fill the image / caption / unified tables of bt (host buffers of the same
  * row layouts as the tensors). */
-static void rope_build(const dit_config *c, const dit_batch *bt, const double *freqs, float *cx, float *sx, float *cc,
+static void rope_build(const dit_config *c, const dit_batch *bt, const rope_axes *ax, float *cx, float *sx, float *cc,
                        float *sc, float *cu, float *su) {
     const size_t h = (size_t)c->head_dim / 2;
     for (int b = 0; b < bt->B; b++) {
@@ -264,7 +305,7 @@ static void rope_build(const dit_config *c, const dit_batch *bt, const double *f
                 pos[2] = n % bt->Wt;
             }
             size_t r = (size_t)b * bt->Nxp + n;
-            rope_row(c, freqs, pos, cx + r * h, sx + r * h);
+            rope_row(ax, pos, cx + r * h, sx + r * h);
             size_t ru = (size_t)b * bt->Nmax + n;
             memcpy(cu + ru * h, cx + r * h, h * sizeof *cu);
             memcpy(su + ru * h, sx + r * h, h * sizeof *su);
@@ -273,7 +314,7 @@ static void rope_build(const dit_config *c, const dit_batch *bt, const double *f
             size_t r = (size_t)b * bt->Lpmax + i, ru = (size_t)b * bt->Nmax + bt->Nxp + i;
             if (i < bt->Lp[b]) {
                 int pos[3] = {1 + i, 0, 0};
-                rope_row(c, freqs, pos, cc + r * h, sc + r * h);
+                rope_row(ax, pos, cc + r * h, sc + r * h);
             } else { /* batch padding */
                 memset(cc + r * h, 0, h * sizeof *cc);
                 memset(sc + r * h, 0, h * sizeof *sc);
@@ -286,50 +327,70 @@ static void rope_build(const dit_config *c, const dit_batch *bt, const double *f
 
 /* ---- one transformer block -------------------------------------------------- */
 
+/* Sub-layer modulation vector k of blk (0 scale_msa, 1 gate_msa, 2 scale_mlp,
+ * 3 gate_mlp), or absent for unmodulated blocks. */
+static zvec blk_vec(const zt *mod, const dit_block *blk, int k, int64_t D) {
+    if (!mod || blk->mod_off < 0) return (zvec){NULL, 0};
+    return (zvec){mod, blk->mod_off + k * D};
+}
+
 /* x [B, N, D] F32 residual stream, updated in place.  cs/sn [B*N, d/2].
- * c [B, A] (NULL for the unmodulated context refiner).  kv_len: NULL or [B]. */
+ * c [B, A] (NULL for the unmodulated context refiner).  kv_len: NULL or [B].
+ * an [B, N, D] holds this block's attention pre-norm of x on entry (computed
+ * by the caller or by the previous block); when next is not NULL the block
+ * leaves next's attention pre-norm of the updated x in it (fused with the
+ * last residual update: one pass over x). */
 static void block_fwd(zexec *zx, const dit_model *m, const dit_block *blk, zt *x, const zt *cs, const zt *sn,
-                      const int32_t *kv_len, const zt *mod) {
+                      const int32_t *kv_len, const zt *mod, zt *an, const dit_block *next) {
     const dit_config *cf = &m->cfg;
     const int64_t B = x->ne[0], N = x->ne[1], D = cf->dim, Fh = cf->ffn_dim;
     const int H = cf->n_heads;
     const float eps = cf->norm_eps;
     const zt_dtype act = zx->be->act;
     size_t m0 = zx_mark(zx);
-    zvec sc_a = {NULL, 0}, g_a = {NULL, 0}, sc_f = {NULL, 0}, g_f = {NULL, 0};
-    if (mod && blk->mod_off >= 0) { /* [scale_msa | gate_msa | scale_mlp | gate_mlp], each D */
-        sc_a = (zvec){mod, blk->mod_off};
-        g_a = (zvec){mod, blk->mod_off + D};
-        sc_f = (zvec){mod, blk->mod_off + 2 * D};
-        g_f = (zvec){mod, blk->mod_off + 3 * D};
-    }
+    /* [scale_msa | gate_msa | scale_mlp | gate_mlp], each D */
+    zvec g_a = blk_vec(mod, blk, 1, D), sc_f = blk_vec(mod, blk, 2, D), g_f = blk_vec(mod, blk, 3, D);
     const zt *qn = cf->qk_norm ? &blk->q_norm : NULL, *kn = cf->qk_norm ? &blk->k_norm : NULL;
+    zt f = zx_tensor3(zx, act, B, N, D); /* FFN pre-norm, written with the attention's residual update */
     size_t m1 = zx_mark(zx);
 
     /* attention */
-    zt a = zx_tensor3(zx, act, B, N, D);
-    zop_rmsnorm(zx, &a, x, &blk->attn_norm1, sc_a, B, eps);
     zt qkv = zx_tensor3(zx, act, B, N, 3 * D);
-    zop_matmul(zx, &qkv, &a, &blk->wqkv, NULL, 0);
+    zop_matmul(zx, &qkv, an, &blk->wqkv, NULL, 0);
     zt q = zx_tensor3(zx, act, B, N, D), k = zx_tensor3(zx, act, B, N, D), v = zx_tensor3(zx, act, B, N, D);
     zop_qkv_norm_rope(zx, &q, &k, &v, &qkv, qn, kn, cs, sn, H, H, DIT_QK_EPS, ZROPE_ADJACENT);
     zt o = zx_tensor3(zx, act, B, N, D);
     zop_attention(zx, &o, &q, &k, &v, H, H, kv_len, 0, (float)(1.0 / sqrt((double)cf->head_dim)));
     zt ao = zx_tensor3(zx, act, B, N, D);
     zop_matmul(zx, &ao, &o, &blk->wo, NULL, 0);
-    zop_norm_gate_add(zx, x, &ao, &blk->attn_norm2, g_a, B, eps);
+    zop_norm_gate_add_norm(zx, x, &ao, &blk->attn_norm2, g_a, &f, &blk->ffn_norm1, sc_f, B, eps);
     zx_release(zx, m1);
 
     /* feed-forward */
-    zt f = zx_tensor3(zx, act, B, N, D);
-    zop_rmsnorm(zx, &f, x, &blk->ffn_norm1, sc_f, B, eps);
     zt gu = zx_tensor3(zx, act, B, N, 2 * Fh);
     zop_matmul(zx, &gu, &f, &blk->w13, NULL, 0);
     zt g = zx_tensor3(zx, act, B, N, Fh);
     zop_silu_mul(zx, &g, &gu);
     zt fo = zx_tensor3(zx, act, B, N, D);
     zop_matmul(zx, &fo, &g, &blk->w2, NULL, 0);
-    zop_norm_gate_add(zx, x, &fo, &blk->ffn_norm2, g_f, B, eps);
+    if (next)
+        zop_norm_gate_add_norm(zx, x, &fo, &blk->ffn_norm2, g_f, an, &next->attn_norm1, blk_vec(mod, next, 0, D), B,
+                               eps);
+    else
+        zop_norm_gate_add(zx, x, &fo, &blk->ffn_norm2, g_f, B, eps);
+    zx_release(zx, m0);
+}
+
+/* n blocks in sequence over the residual stream x [B, N, D]. */
+static void blocks_fwd(zexec *zx, const dit_model *m, const dit_block *blks, int n, zt *x, const zt *cs, const zt *sn,
+                       const int32_t *kv_len, const zt *mod) {
+    if (n < 1) return;
+    const int64_t D = m->cfg.dim;
+    size_t m0 = zx_mark(zx);
+    zt an = zx_tensor3(zx, zx->be->act, x->ne[0], x->ne[1], D);
+    zop_rmsnorm(zx, &an, x, &blks[0].attn_norm1, blk_vec(mod, &blks[0], 0, D), x->ne[0], m->cfg.norm_eps);
+    for (int i = 0; i < n && zx_ok(zx); i++)
+        block_fwd(zx, m, &blks[i], x, cs, sn, kv_len, mod, &an, i + 1 < n ? &blks[i + 1] : NULL);
     zx_release(zx, m0);
 }
 
@@ -407,14 +468,19 @@ void dit_batch_prepare(zexec *zx, const dit_model *m, const zt *const *feats, in
         size_t nx = (size_t)B * bt->Nxp * h, nc = (size_t)B * bt->Lpmax * h, nu = (size_t)B * bt->Nmax * h;
         float *buf = malloc((2 * nx + 2 * nc + 2 * nu) * sizeof *buf);
         double *freqs = rope_freqs(c);
-        if (!buf || !freqs) {
+        int npos[3] = {0, bt->Ht + 1, bt->Wt + 1}; /* positions used: see rope_build */
+        for (int b = 0; b < B; b++)
+            if (bt->Lp[b] + 2 > npos[0]) npos[0] = bt->Lp[b] + 2;
+        rope_axes ax;
+        if (!buf || !freqs || rope_axes_build(c, freqs, npos, &ax)) {
             free(buf);
             free(freqs);
             zbackend_fail(zx->be, ZE_NOMEM, "transformer: out of host memory for RoPE tables");
             return;
         }
         float *cx = buf, *sx = cx + nx, *cc = sx + nx, *sc = cc + nc, *cu = sc + nc, *su = cu + nu;
-        rope_build(c, bt, freqs, cx, sx, cc, sc, cu, su);
+        rope_build(c, bt, &ax, cx, sx, cc, sc, cu, su);
+        rope_axes_free(&ax);
         zx_upload(zx, &bt->cos_x, cx, ZT_F32);
         zx_upload(zx, &bt->sin_x, sx, ZT_F32);
         zx_upload(zx, &cos_c, cc, ZT_F32);
@@ -438,8 +504,7 @@ void dit_batch_prepare(zexec *zx, const dit_model *m, const zt *const *feats, in
         zx_release(zx, mb);
     }
     const int32_t *kv = uniform_lp(bt) ? NULL : bt->kv_len_c;
-    for (int i = 0; i < c->n_refiner_layers; i++)
-        block_fwd(zx, m, &m->context_refiner[i], &bt->cap, &cos_c, &sin_c, kv, NULL);
+    blocks_fwd(zx, m, m->context_refiner, c->n_refiner_layers, &bt->cap, &cos_c, &sin_c, kv, NULL);
     zx_release(zx, m0);
 }
 
@@ -493,8 +558,7 @@ void dit_forward(zexec *zx, const dit_model *m, const dit_batch *bt, const zt *x
             zop_fill_rows(zx, &xs, b * Nxp + Nx, Nxp - Nx, &m->x_pad);
         }
     }
-    for (int i = 0; i < c->n_refiner_layers; i++)
-        block_fwd(zx, m, &m->noise_refiner[i], &xs, &bt->cos_x, &bt->sin_x, NULL, &mod);
+    blocks_fwd(zx, m, m->noise_refiner, c->n_refiner_layers, &xs, &bt->cos_x, &bt->sin_x, NULL, &mod);
 
     /* unified [image | caption | batch pad] per sample (Nxp + Lpmax = Nmax) */
     for (int64_t b = 0; b < B; b++) {
@@ -504,10 +568,7 @@ void dit_forward(zexec *zx, const dit_model *m, const dit_batch *bt, const zt *x
     zx_release(zx, m1);
 
     const int32_t *kv = uniform_lp(bt) ? NULL : bt->kv_len_u;
-    for (int i = 0; i < c->n_layers; i++) {
-        block_fwd(zx, m, &m->layers[i], &u, &bt->cos_u, &bt->sin_u, kv, &mod);
-        if (!zx_ok(zx)) break;
-    }
+    blocks_fwd(zx, m, m->layers, c->n_layers, &u, &bt->cos_u, &bt->sin_u, kv, &mod);
 
     /* final layer: LayerNorm (no affine) * (1 + Linear(SiLU(c))), Linear */
     zt sc = zx_tensor2(zx, act, B, A);

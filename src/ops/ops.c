@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "../base/half.h"
+#include "../base/log.h"
 #include "cpu/cpu_backend.h"
 #ifdef ZIMAGE_HAVE_CUDA
 #include "cuda/cuda_backend.h"
@@ -71,6 +72,7 @@ zt zt_reshape(const zt *t, int ndim, const int64_t *ne) {
 
 int zbackend_create(zbackend **out, const char *device, int threads, zerr *err) {
     *out = NULL;
+    (void)zop_profiling(); /* reads ZIMAGE_PROFILE once */
     if (!device || !*device || !strcmp(device, "auto")) {
 #ifdef ZIMAGE_HAVE_CUDA
         if (zcuda_available()) return zcuda_backend_create(out, 0, err);
@@ -298,14 +300,88 @@ static int vec_ok(zvec v, int64_t batch, int64_t n) {
 }
 
 #define PRE(op)                           \
+    static const char zop_name_[] = #op;  \
     if (zx->status != ZE_OK) return;      \
     (void)0
-#define RUN(call)                         \
-    do {                                  \
-        if (!zx_live(zx)) return;         \
-        call;                             \
-        zx_live(zx);                      \
+#define RUN(call)                                        \
+    do {                                                 \
+        if (!zx_live(zx)) return;                        \
+        double prof_t0_ = prof_on > 0 ? prof_begin(zx) : -1; \
+        call;                                            \
+        if (prof_t0_ >= 0) prof_end(zx, zop_name_, prof_t0_); \
+        zx_live(zx);                                     \
     } while (0)
+
+/* ---- op profiler (ZIMAGE_PROFILE=1) -------------------------------------
+ * A debugging aid, not a benchmark: with ZIMAGE_PROFILE set, every op that
+ * runs (outside a graph capture) is followed by a backend sync (where the
+ * backend has one: CPU ops are synchronous) and its wall
+ * time is added to a "phase/op" row; the table goes to stderr at exit.  The
+ * sync makes each row include one launch latency (~5-10 us on CUDA).  Use it
+ * with ZIMAGE_NO_GRAPHS=1 (the pipeline then does not capture graphs).  One
+ * thread at a time (the profile is process-wide). */
+#define PROF_ROWS 128
+typedef struct {
+    char key[48];
+    long n;
+    double s;
+} prof_row;
+static prof_row prof_rows[PROF_ROWS];
+static int prof_nrows, prof_on = -1, prof_capturing;
+static const char *prof_phase = "-";
+
+static int prof_cmp(const void *a, const void *b) {
+    double x = ((const prof_row *)a)->s, y = ((const prof_row *)b)->s;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void prof_report(void) {
+    double tot = 0;
+    for (int i = 0; i < prof_nrows; i++) tot += prof_rows[i].s;
+    if (!prof_nrows) return;
+    qsort(prof_rows, (size_t)prof_nrows, sizeof prof_rows[0], prof_cmp);
+    fprintf(stderr, "zimage op profile (synchronised per op): %.4f s in %d rows\n", tot, prof_nrows);
+    fprintf(stderr, "  %-32s %8s %10s %10s %6s\n", "phase/op", "calls", "total ms", "mean us", "%");
+    for (int i = 0; i < prof_nrows; i++)
+        fprintf(stderr, "  %-32s %8ld %10.3f %10.1f %6.2f\n", prof_rows[i].key, prof_rows[i].n, prof_rows[i].s * 1e3,
+                prof_rows[i].s * 1e6 / (double)prof_rows[i].n, 100.0 * prof_rows[i].s / tot);
+}
+
+int zop_profiling(void) {
+    if (prof_on < 0) {
+        const char *v = getenv("ZIMAGE_PROFILE");
+        prof_on = v && *v && strcmp(v, "0");
+        if (prof_on) atexit(prof_report);
+    }
+    return prof_on > 0;
+}
+
+void zop_profile_phase(const char *phase) { prof_phase = phase ? phase : "-"; }
+void zop_profile_capturing(int on) { prof_capturing = on; }
+void zop_profile_reset(void) {
+    memset(prof_rows, 0, sizeof prof_rows);
+    prof_nrows = 0;
+}
+
+static double prof_begin(zexec *zx) {
+    if (prof_capturing) return -1;
+    return ztime_now();
+}
+
+static void prof_end(zexec *zx, const char *op, double t0) {
+    if (zx->be->vt->sync && zx->be->vt->sync(zx->be)) return;
+    double dt = ztime_now() - t0;
+    char key[48];
+    snprintf(key, sizeof key, "%s/%s", prof_phase, op);
+    int i = 0;
+    while (i < prof_nrows && strcmp(prof_rows[i].key, key)) i++;
+    if (i == prof_nrows) {
+        if (prof_nrows == PROF_ROWS) return;
+        snprintf(prof_rows[prof_nrows++].key, sizeof prof_rows[0].key, "%s", key);
+    }
+    prof_rows[i].n++;
+    prof_rows[i].s += dt;
+}
 
 /* ---- dispatchers ------------------------------------------------------------ */
 
@@ -356,6 +432,25 @@ void zop_norm_gate_add(zexec *zx, zt *x, const zt *y, const zt *w, zvec gate, in
     CHECK(!w || (zt_numel(w) == d && w->dtype == ZT_F32), "norm_gate_add: bad weight");
     CHECK(batch >= 1 && zt_rows(x) % batch == 0 && vec_ok(gate, batch, d), "norm_gate_add: bad batch/gate");
     RUN(zx->be->vt->norm_gate_add(zx->be, x, y, w, gate, batch, eps));
+}
+
+void zop_norm_gate_add_norm(zexec *zx, zt *x, const zt *y, const zt *w, zvec gate, zt *h, const zt *w2, zvec scale2,
+                            int64_t batch, float eps) {
+    PRE(norm_gate_add_norm);
+    if (!zx->be->vt->norm_gate_add_norm) {
+        zop_norm_gate_add(zx, x, y, w, gate, batch, eps);
+        zop_rmsnorm(zx, h, x, w2, scale2, batch, eps);
+        return;
+    }
+    int64_t d = zt_cols(y);
+    CHECK(zt_numel(y) == zt_numel(x) && zt_cols(x) == d, "norm_gate_add_norm: x and y differ");
+    CHECK(zt_numel(h) == zt_numel(x) && zt_cols(h) == d, "norm_gate_add_norm: h and x differ");
+    CHECK(!h->data || (h->data != x->data && h->data != y->data), "norm_gate_add_norm: h aliases x or y");
+    CHECK(!w || (zt_numel(w) == d && w->dtype == ZT_F32), "norm_gate_add_norm: bad weight");
+    CHECK(!w2 || (zt_numel(w2) == d && w2->dtype == ZT_F32), "norm_gate_add_norm: bad norm weight");
+    CHECK(batch >= 1 && zt_rows(x) % batch == 0 && vec_ok(gate, batch, d) && vec_ok(scale2, batch, d),
+          "norm_gate_add_norm: bad batch/gate/scale");
+    RUN(zx->be->vt->norm_gate_add_norm(zx->be, x, y, w, gate, h, w2, scale2, batch, eps));
 }
 
 void zop_groupnorm(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, int groups, float eps, int silu) {

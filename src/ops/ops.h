@@ -99,6 +99,9 @@ typedef struct zbackend_vt {
     void (*rmsnorm)(struct zbackend *, zt *y, const zt *x, const zt *w, zvec scale, int64_t batch, float eps);
     void (*layernorm)(struct zbackend *, zt *y, const zt *x, const zt *w, const zt *b, zvec scale, int64_t batch, float eps);
     void (*norm_gate_add)(struct zbackend *, zt *x, const zt *y, const zt *w, zvec gate, int64_t batch, float eps);
+    /* optional (NULL: ops.c runs norm_gate_add, then rmsnorm) */
+    void (*norm_gate_add_norm)(struct zbackend *, zt *x, const zt *y, const zt *w, zvec gate, zt *h, const zt *w2,
+                               zvec scale2, int64_t batch, float eps);
     void (*groupnorm)(struct zbackend *, zt *y, const zt *x, const zt *w, const zt *b, int groups, float eps, int silu);
     void (*qkv_norm_rope)(struct zbackend *, zt *q, zt *k, zt *v, const zt *qkv, const zt *wq, const zt *wk,
                           const zt *cos, const zt *sin, int hq, int hkv, float eps, zrope_pairing pairing);
@@ -131,6 +134,11 @@ typedef struct zbackend_vt {
     /* Optional: fill t with deterministic random values in [-scale, scale]
      * + offset on the device (fast --random-weights); NULL: host fill. */
     int (*fill_random)(struct zbackend *be, zt *t, uint64_t seed, float scale, float offset);
+    /* Optional: the image t (values in [-1, 1], any float dtype) as 8-bit
+     * values into host memory dst (numel bytes), converted exactly as
+     * zimg_to_u8 (io/png.h) converts the F32 download; NULL: the caller
+     * downloads F32 and converts on the host. */
+    int (*download_rgb8)(struct zbackend *be, const zt *t, uint8_t *dst);
 } zbackend_vt;
 
 typedef struct zbackend {
@@ -210,6 +218,12 @@ void zop_layernorm(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, zvec
 /* x += tanh(gate_b) * RMSNorm(y) * w   (gate.t NULL: x += RMSNorm(y) * w).
  * x is the residual stream (F32 recommended); y [rows, D]. */
 void zop_norm_gate_add(zexec *zx, zt *x, const zt *y, const zt *w, zvec gate, int64_t batch, float eps);
+/* zop_norm_gate_add, then h = RMSNorm(x) * w2 * (1 + scale2_b) of the
+ * updated x (the next sub-layer's pre-norm, same eps): backends that fuse it
+ * read and write the residual stream once instead of three times.  Same
+ * results as the two ops in sequence.  h [rows, D] must not alias x or y. */
+void zop_norm_gate_add_norm(zexec *zx, zt *x, const zt *y, const zt *w, zvec gate, zt *h, const zt *w2, zvec scale2,
+                            int64_t batch, float eps);
 /* NHWC group norm over (H, W, C/groups), optional SiLU after.  y may alias x. */
 void zop_groupnorm(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, int groups, float eps, int silu);
 /* Split fused projections qkv[R, (hq + 2*hkv)*d] into q[R, hq*d], k[R, hkv*d],
@@ -260,5 +274,15 @@ void zop_nchw_to_nhwc(zexec *zx, zt *y, const zt *x);
  *   if norm_k > 0 and ||out|| > norm_k * ||pos||: out *= norm_k * ||pos|| / ||out||
  * (L2 norms over the whole sample).  out may alias pos. */
 void zop_cfg_combine(zexec *zx, zt *out, const zt *pos, const zt *neg, float w, float norm_k);
+
+/* Op profiler (debugging aid, see ops.c): zop_profiling() reads
+ * ZIMAGE_PROFILE once and says whether it is on; the phase names the rows
+ * ("te", "dit", "vae", ...); ops issued while capturing a graph are not
+ * timed. */
+int zop_profiling(void);
+void zop_profile_phase(const char *phase);
+void zop_profile_capturing(int on);
+/* Forget the rows so far (e.g. after a warm-up run). */
+void zop_profile_reset(void);
 
 #endif

@@ -397,6 +397,10 @@ static void init_vt(void) {
     v->rmsnorm = zcu_rmsnorm;
     v->layernorm = zcu_layernorm;
     v->norm_gate_add = zcu_norm_gate_add;
+    /* ZIMAGE_CUDA_NOFUSE=1: the unfused pair (for A/B timings) */
+    const char *nf = getenv("ZIMAGE_CUDA_NOFUSE");
+    v->norm_gate_add_norm = nf && *nf == '1' ? NULL : zcu_norm_gate_add_norm;
+    v->download_rgb8 = zcu_download_rgb8;
     v->groupnorm = zcu_groupnorm;
     v->qkv_norm_rope = zcu_qkv_norm_rope;
     v->attention = zcu_attention;

@@ -58,6 +58,7 @@ enum {
     ZCU_SCR_MMBIAS,  /* matmul: bf16 copy of the bias (bf16-bias epilogue)  */
     ZCU_SCR_SDPAWS,  /* cuDNN attention workspace                           */
     ZCU_SCR_SDPASEQ, /* cuDNN attention: seq_len_q | seq_len_kv (int32)     */
+    ZCU_SCR_RGB8,    /* download_rgb8: the 8-bit image before the copy       */
     ZCU_SCR_N
 };
 
@@ -250,6 +251,8 @@ void zcu_embed(zbackend *be, zt *y, const zt *table, const int32_t *ids, int64_t
 void zcu_rmsnorm(zbackend *be, zt *y, const zt *x, const zt *w, zvec scale, int64_t batch, float eps);
 void zcu_layernorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, zvec scale, int64_t batch, float eps);
 void zcu_norm_gate_add(zbackend *be, zt *x, const zt *y, const zt *w, zvec gate, int64_t batch, float eps);
+void zcu_norm_gate_add_norm(zbackend *be, zt *x, const zt *y, const zt *w, zvec gate, zt *h, const zt *w2, zvec scale2,
+                            int64_t batch, float eps);
 void zcu_groupnorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int groups, float eps, int silu);
 void zcu_qkv_norm_rope(zbackend *be, zt *q, zt *k, zt *v, const zt *qkv, const zt *wq, const zt *wk, const zt *cos,
                        const zt *sin, int hq, int hkv, float eps, zrope_pairing pairing);
@@ -264,6 +267,7 @@ void zcu_copy_rows(zbackend *be, zt *dst, int64_t dst_row, const zt *src, int64_
 void zcu_fill_rows(zbackend *be, zt *dst, int64_t row0, int64_t n, const zt *row);
 void zcu_timestep_embed(zbackend *be, zt *y, const zt *t, float scale, float max_period);
 void zcu_cfg_combine(zbackend *be, zt *out, const zt *pos, const zt *neg, float w, float norm_k);
+int zcu_download_rgb8(zbackend *be, const zt *img, uint8_t *dst);
 void zcu_patchify(zbackend *be, zt *tok, const zt *x, int p);
 void zcu_unpatchify(zbackend *be, zt *x, const zt *tok, int p);
 void zcu_nchw_to_nhwc(zbackend *be, zt *y, const zt *x);

@@ -5,6 +5,10 @@
  *                 tok [B, N, p*p*C] (N >= Ht*Wt); x is usually F32 NCHW
  *   nchw_to_nhwc  y[b, h, w, c] = x[b, c, h, w]
  *   upsample2x    y[b, 2h + i, 2w + j, c] = x[b, h, w, c]   (NHWC, nearest)
+ *   download_rgb8 host u8[i] = rint(clamp(x[i]*0.5 + 0.5, 0, 1) * 255), NaN -> 0
+ *                 (zimg_to_u8's arithmetic, unfused, so the bytes are the
+ *                 host conversion's), converted on the device so 1 byte per
+ *                 value crosses PCIe instead of 4
  * One thread per output element (grid-stride), indexed so that writes are
  * contiguous; the latent-sized ops are tiny, upsample2x uses 8-value vectors
  * when C % 8 == 0. */
@@ -93,4 +97,28 @@ void zcu_upsample2x(zbackend *be, zt *y, const zt *x) {
     k_upsample2x<<<zcu_blocks(be, n, 256), 256, 0, ZC(be)->stream>>>(y->data, y->dtype, x->data, x->dtype, B, H, W, C,
                                                                     vec);
     LAUNCH_OK(be, "k_upsample2x");
+}
+
+/* ---- 8-bit image download ---------------------------------------------------------------- */
+
+__global__ void k_rgb8(uint8_t *y, const void *x, int xdt, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float v = __fadd_rn(__fmul_rn(zld(x, xdt, i), 0.5f), 0.5f); /* no FMA: same rounding as the host */
+        v = !(v == v) ? 0.0f : v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        y[i] = (uint8_t)__float2int_rn(__fmul_rn(v, 255.0f)); /* round half to even, like rintf */
+    }
+}
+
+int zcu_download_rgb8(zbackend *be, const zt *img, uint8_t *dst) {
+    zcuda *zc = ZC(be);
+    int64_t n = zt_numel(img);
+    if (n == 0) return ZE_OK;
+    uint8_t *buf = (uint8_t *)zcu_scratch(be, ZCU_SCR_RGB8, (size_t)n);
+    if (!buf) return be->status;
+    k_rgb8<<<zcu_blocks(be, n, 256), 256, 0, zc->stream>>>(buf, img->data, img->dtype, n);
+    if (!LAUNCH_OK(be, "k_rgb8")) return be->status;
+    if (!CUDA_OK(be, cudaMemcpyAsync(dst, buf, (size_t)n, cudaMemcpyDeviceToHost, zc->stream))) return be->status;
+    if (!CUDA_OK(be, cudaStreamSynchronize(zc->stream))) return be->status;
+    return ZE_OK;
 }

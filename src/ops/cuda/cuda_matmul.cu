@@ -12,13 +12,23 @@
  *   y F16      -> F32 result in ZCU_SCR_MMY, then converted.
  * Plans (descriptors, layouts and the heuristic's algorithm) are cached in a
  * small hash table keyed by shape, leading dims, dtypes, epilogue, beta and
- * pointer alignment, so a repeated call does no host-side search.  If the
+ * pointer alignment, so a repeated call does no host-side search.
+ * Autotuning: the heuristic's first MM_CAND algorithms are kept; the first
+ * call of a large GEMM (>= MM_TUNE_MAC multiply-adds, beta = 0, stream not
+ * being captured) times each on the call's own operands (1 warm-up + 3 runs,
+ * CUDA events) and keeps the fastest; the call's result is then recomputed
+ * with it.  A plan first met during a graph capture uses the heuristic's
+ * first choice (the pipeline runs a step eagerly before capturing it, so its
+ * plans are tuned by then).  ZIMAGE_GEMM_TUNE=0 turns tuning off.  If the
  * heuristic offers nothing with the bias epilogue, the bias is added by a
  * separate kernel; if it offers nothing at all, a plain tiled kernel runs
  * (correct, slow; only for odd shapes). */
 #include <stdlib.h>
 
 #include "cuda_internal.cuh"
+
+#define MM_CAND 8
+#define MM_TUNE_MAC ((double)(1 << 30))
 
 struct zcu_mm_plan {
     /* key */
@@ -32,6 +42,10 @@ struct zcu_mm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, ld;
     cublasLtMatmulAlgo_t algo;
+    int ncand, tuned;                     /* candidates kept for tuning; 1 once tuned */
+    cublasLtMatmulAlgo_t cand[MM_CAND];
+    size_t cand_ws[MM_CAND];
+    float tune_ms;                        /* best time found (0: not tuned) */
 };
 
 static int align_log2(const void *p) {
@@ -109,17 +123,68 @@ static int plan_try(zcuda *zc, zcu_mm_plan *p, cublasLtMatmulPreference_t pref, 
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bty, sizeof bty))
             return 0;
     }
-    cublasLtMatmulHeuristicResult_t res[4];
+    cublasLtMatmulHeuristicResult_t res[MM_CAND];
     int nres = 0;
     cublasStatus_t s =
-        cublasLtMatmulAlgoGetHeuristic(zc->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 4, res, &nres);
+        cublasLtMatmulAlgoGetHeuristic(zc->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, MM_CAND, res, &nres);
+    p->ncand = 0;
     for (int i = 0; s == CUBLAS_STATUS_SUCCESS && i < nres; i++)
         if (res[i].state == CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= zc->lt_ws_size) {
-            p->algo = res[i].algo;
-            p->ws = res[i].workspaceSize;
-            return 1;
+            p->cand[p->ncand] = res[i].algo;
+            p->cand_ws[p->ncand++] = res[i].workspaceSize;
         }
-    return 0;
+    if (!p->ncand) return 0;
+    p->algo = p->cand[0];
+    p->ws = p->cand_ws[0];
+    return 1;
+}
+
+static int tune_enabled(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("ZIMAGE_GEMM_TUNE");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+/* Time the candidates of p on this call's operands (see the header); keeps
+ * the fastest in p->algo.  Only for beta = 0 (the runs overwrite y). */
+static void plan_tune(zbackend *be, zcu_mm_plan *p, const zcu_gemm_args *a) {
+    zcuda *zc = ZC(be);
+    p->tuned = 1;
+    if (p->ncand < 2) return;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        if (e0) cudaEventDestroy(e0);
+        (void)cudaGetLastError();
+        return;
+    }
+    float best = 0;
+    int bi = -1;
+    for (int c = 0; c < p->ncand; c++) {
+        cublasStatus_t s = cublasLtMatmul(zc->lt, p->desc, &a->alpha, a->w, p->la, a->x, p->lb, &a->beta, a->y, p->ld,
+                                          a->y, p->ld, &p->cand[c], zc->lt_ws, zc->lt_ws_size, zc->stream);
+        if (s != CUBLAS_STATUS_SUCCESS) continue;
+        cudaEventRecord(e0, zc->stream);
+        for (int r = 0; r < 3 && s == CUBLAS_STATUS_SUCCESS; r++)
+            s = cublasLtMatmul(zc->lt, p->desc, &a->alpha, a->w, p->la, a->x, p->lb, &a->beta, a->y, p->ld, a->y,
+                               p->ld, &p->cand[c], zc->lt_ws, zc->lt_ws_size, zc->stream);
+        cudaEventRecord(e1, zc->stream);
+        float ms = 0;
+        if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) {
+            (void)cudaGetLastError();
+            continue;
+        }
+        if (s == CUBLAS_STATUS_SUCCESS && (bi < 0 || ms < best)) best = ms, bi = c;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (bi >= 0) {
+        p->algo = p->cand[bi];
+        p->ws = p->cand_ws[bi];
+        p->tune_ms = best / 3;
+    }
 }
 
 /* Build layouts + pick an algorithm for plan p (key filled in).  Modes, in
@@ -165,10 +230,14 @@ size_t zcu_mm_describe(zcuda *zc, char *buf, size_t n) {
         if (!p->used) continue;
         int id = -1;
         if (p->mode != 2) cublasLtMatmulAlgoConfigGetAttribute(&p->algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, NULL);
-        o += (size_t)snprintf(buf + o, n - o, "  matmul %lldx%lld->%lld%s y%s%s%s align%d: %s (algo %d, ws %zu)\n",
+        char tn[64] = "";
+        if (p->tune_ms > 0)
+            snprintf(tn, sizeof tn, ", tuned over %d: %.3f ms = %.0f TFLOP/s", p->ncand, (double)p->tune_ms,
+                     2.0 * (double)p->M * (double)p->N * (double)p->K / (p->tune_ms * 1e-3) / 1e12);
+        o += (size_t)snprintf(buf + o, n - o, "  matmul %lldx%lld->%lld%s y%s%s%s align%d: %s (algo %d, ws %zu%s)\n",
                               (long long)p->M, (long long)p->K, (long long)p->N, p->w_kn ? " (w KxN)" : "",
                               zt_dtype_name((zt_dtype)p->ydt), p->bias ? " bias" : "", p->beta1 ? " acc" : "",
-                              1 << p->align, mname[p->mode], id, p->ws);
+                              1 << p->align, mname[p->mode], id, p->ws, tn);
     }
     return o;
 }
@@ -244,6 +313,12 @@ int zcu_gemm(zbackend *be, const zcu_gemm_args *a) {
             if (!BLAS_OK(be, cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp,
                                                             sizeof bp)))
                 return be->status;
+        if (!p->tuned && a->beta == 0.0f && (double)a->M * (double)a->N * (double)a->K >= MM_TUNE_MAC &&
+            tune_enabled()) {
+            cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+            if (cudaStreamIsCapturing(zc->stream, &cs) == cudaSuccess && cs == cudaStreamCaptureStatusNone)
+                plan_tune(be, p, a);
+        }
         if (!BLAS_OK(be, cublasLtMatmul(zc->lt, p->desc, &a->alpha, a->w, p->la, a->x, p->lb, &a->beta, a->y, p->ld,
                                         a->y, p->ld, &p->algo, zc->lt_ws, zc->lt_ws_size, zc->stream)))
             return be->status;
