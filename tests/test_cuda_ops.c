@@ -595,6 +595,24 @@ static void one_conv(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, in
     cmp(name, &y, TOL_BF);
 }
 
+/* conv2d_add: y = conv(x) + b + res (fused epilogue on the GPU where cuDNN takes it). */
+static void one_conv_add(int64_t B, int64_t H, int64_t W, int64_t Ci, int64_t Co, int k, zt_dtype ydt, int bias) {
+    char name[128];
+    snprintf(name, sizeof name, "conv_add %lldx%lldx%lld %lld->%lld k%d y%s%s", (long long)B, (long long)H,
+             (long long)W, (long long)Ci, (long long)Co, k, zt_dtype_name(ydt), bias ? " bias" : "");
+    int p = k / 2;
+    int64_t K = (int64_t)k * k * Ci;
+    pair x = mk2(ZT_BF16, NE(B, H, W, Ci), hrand(B * H * W * Ci, ZT_BF16, 1.0f, 0.0f));
+    pair w = mk2(ZT_BF16, NE(Co, K), hrand(Co * K, ZT_BF16, 1.0f / sqrtf((float)K), 0.0f));
+    pair b = mk2(ZT_F32, NE(Co), hrand(Co, ZT_F32, 0.5f, 0.0f));
+    pair r = mk2(ydt, NE(B, H, W, Co), hrand(B * H * W * Co, ydt, 2.0f, 0.5f));
+    pair y = out2(ydt, NE(B, H, W, Co));
+    zop_conv2d_add(XG(), &y.g, &x.g, &w.g, bias ? &b.g : NULL, &r.g, k, k, 1, p, p, p, p);
+    zop_conv2d_add(XC(), &y.c, &x.c, &w.c, bias ? &b.c : NULL, &r.c, k, k, 1, p, p, p, p);
+    ok2(name);
+    cmp(name, &y, TOL_BF);
+}
+
 static void test_conv(void **state) {
     (void)state;
     /* the VAE decoder's channel plan, at small spatial sizes */
@@ -614,6 +632,12 @@ static void test_conv(void **state) {
     one_conv(1, 4, 4, 512, 32, 3, 1, 1, 1, 1, 1, ZT_BF16, ZT_F32, 1);   /* conv_out -> moments */
     one_conv(1, 5, 5, 20, 24, 3, 1, 1, 1, 1, 1, ZT_BF16, ZT_BF16, 0);   /* Ci % 8 != 0, no bias */
     if (!test_quick()) one_conv(1, 32, 32, 128, 128, 3, 1, 1, 1, 1, 1, ZT_BF16, ZT_BF16, 1);
+    /* residual convolutions (the VAE's resnets) */
+    one_conv_add(1, 6, 6, 512, 512, 3, ZT_BF16, 1);
+    one_conv_add(2, 9, 7, 128, 128, 3, ZT_BF16, 1);
+    one_conv_add(1, 6, 5, 256, 256, 3, ZT_BF16, 0);  /* no bias: conv + add */
+    one_conv_add(1, 6, 6, 64, 64, 1, ZT_BF16, 1);    /* 1x1: GEMM + add */
+    one_conv_add(1, 5, 5, 24, 12, 3, ZT_F32, 1);     /* F32 output: finishing kernel + add */
 }
 
 /* ---- graph capture and replay ---------------------------------------------------------------- */

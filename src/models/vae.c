@@ -198,8 +198,7 @@ static void resnet_fwd(zexec *zx, const vae_model *m, const vae_resnet *r, zt *i
     zop_groupnorm(zx, &t, &t, &r->n2_w, &r->n2_b, G, VAE_EPS, 1);
     *out = view4(out_slot, B, H, W, r->co);
     if (r->ci == r->co) {
-        zop_conv2d(zx, out, &t, &r->c2_w, &r->c2_b, 3, 3, 1, 1, 1, 1, 1);
-        zop_add(zx, out, out, in);
+        zop_conv2d_add(zx, out, &t, &r->c2_w, &r->c2_b, in, 3, 3, 1, 1, 1, 1, 1);
     } else {
         /* shortcut into out, then conv2 into the (now dead) input slot */
         zop_conv2d(zx, out, in, &r->sc_w, &r->sc_b, 1, 1, 1, 0, 0, 0, 0);

@@ -588,6 +588,29 @@ void zop_conv2d(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, int kh,
     RUN(zx->be->vt->conv2d(zx->be, y, x, w, b, kh, kw, stride, pad_t, pad_l, pad_b, pad_r));
 }
 
+void zop_conv2d_add(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw, int stride,
+                    int pad_t, int pad_l, int pad_b, int pad_r) {
+    PRE(conv2d_add);
+    CHECK(zt_numel(res) == zt_numel(y), "conv2d_add: residual and output differ in size");
+    CHECK(!res->data || (res->data != y->data && res->data != x->data), "conv2d_add: residual aliases x or y");
+    if (!zx->be->vt->conv2d_add) {
+        zop_conv2d(zx, y, x, w, b, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
+        zop_add(zx, y, y, res);
+        return;
+    }
+    CHECK(x->ndim == 4 && y->ndim == 4 && w->ndim == 2, "conv2d_add: x, y must be NHWC, w [Co, kh*kw*Ci]");
+    int64_t ci = x->ne[3], co = y->ne[3];
+    CHECK(w->ne[0] == co && w->ne[1] == kh * kw * ci, "conv2d_add: weight [%lld, %lld] does not fit %dx%d %lld->%lld",
+          (long long)w->ne[0], (long long)w->ne[1], kh, kw, (long long)ci, (long long)co);
+    CHECK(!b || (zt_numel(b) == co && b->dtype == ZT_F32), "conv2d_add: bias must be F32 [%lld]", (long long)co);
+    CHECK(stride >= 1, "conv2d_add: bad stride");
+    int64_t ho = (x->ne[1] + pad_t + pad_b - kh) / stride + 1, wo = (x->ne[2] + pad_l + pad_r - kw) / stride + 1;
+    CHECK(y->ne[0] == x->ne[0] && y->ne[1] == ho && y->ne[2] == wo,
+          "conv2d_add: output must be [%lld, %lld, %lld, %lld]", (long long)x->ne[0], (long long)ho, (long long)wo,
+          (long long)co);
+    RUN(zx->be->vt->conv2d_add(zx->be, y, x, w, b, res, kh, kw, stride, pad_t, pad_l, pad_b, pad_r));
+}
+
 void zop_upsample2x(zexec *zx, zt *y, const zt *x) {
     PRE(upsample2x);
     CHECK(x->ndim == 4 && y->ndim == 4 && y->ne[0] == x->ne[0] && y->ne[1] == 2 * x->ne[1] &&

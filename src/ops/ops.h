@@ -119,6 +119,9 @@ typedef struct zbackend_vt {
     void (*unpatchify)(struct zbackend *, zt *x, const zt *tok, int p);
     void (*conv2d)(struct zbackend *, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride,
                    int pad_t, int pad_l, int pad_b, int pad_r);
+    /* optional (NULL: ops.c runs conv2d, then add) */
+    void (*conv2d_add)(struct zbackend *, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw,
+                       int stride, int pad_t, int pad_l, int pad_b, int pad_r);
     void (*upsample2x)(struct zbackend *, zt *y, const zt *x);
     void (*nchw_to_nhwc)(struct zbackend *, zt *y, const zt *x);
     void (*cfg_combine)(struct zbackend *, zt *out, const zt *pos, const zt *neg, float w, float norm_k);
@@ -265,6 +268,11 @@ void zop_unpatchify(zexec *zx, zt *x, const zt *tok, int p);
  * with zero padding (top, left, bottom, right) and stride. b may be NULL. */
 void zop_conv2d(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
                 int pad_l, int pad_b, int pad_r);
+/* y = conv2d(x) + b + res (res: same shape as y, must not alias y or x):
+ * a residual connection in the convolution's epilogue on backends that fuse
+ * it; same results as zop_conv2d followed by zop_add up to rounding. */
+void zop_conv2d_add(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw, int stride,
+                    int pad_t, int pad_l, int pad_b, int pad_r);
 /* NHWC nearest-neighbour 2x upsample: y[B, 2H, 2W, C]. */
 void zop_upsample2x(zexec *zx, zt *y, const zt *x);
 /* y[B, H, W, C] = x[B, C, H, W]. */

@@ -400,6 +400,7 @@ static void init_vt(void) {
     /* ZIMAGE_CUDA_NOFUSE=1: the unfused pair (for A/B timings) */
     const char *nf = getenv("ZIMAGE_CUDA_NOFUSE");
     v->norm_gate_add_norm = nf && *nf == '1' ? NULL : zcu_norm_gate_add_norm;
+    v->conv2d_add = nf && *nf == '1' ? NULL : zcu_conv2d_add;
     v->download_rgb8 = zcu_download_rgb8;
     v->groupnorm = zcu_groupnorm;
     v->qkv_norm_rope = zcu_qkv_norm_rope;

@@ -22,7 +22,13 @@
  *       finishing kernel adds the bias and writes y's Co channels in y's dtype.
  *   The bias is added by that finishing kernel (in place on y when cuDNN wrote
  *   y directly).  If cuDNN offers no algorithm, a plain direct kernel runs
- *   (correct, slow). */
+ *   (correct, slow).
+ * Fused epilogue: when cuDNN writes y directly with the implicit precomputed
+ * GEMM algorithm, the bias and the optional residual (conv2d_add) go through
+ * cudnnConvolutionBiasActivationForward (identity activation): y = conv(x) +
+ * res + bias, rounded once, no extra pass over y.  The bias is tried as F32,
+ * then as a bf16 copy; a plan that cuDNN refuses falls back to the passes
+ * above (remembered per plan).  ZIMAGE_CUDA_NOFUSE=1 turns this off. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -39,6 +45,9 @@ struct zcu_conv_plan {
     cudnnConvolutionDescriptor_t cd;
     cudnnConvolutionFwdAlgo_t algo;
     size_t ws;
+    int fuse; /* bias/residual epilogue: 0 untried, 1 F32 bias, 2 bf16 bias, -1 refused */
+    cudnnTensorDescriptor_t bd;
+    cudnnActivationDescriptor_t ad;
 };
 
 void zcu_conv_cache_free(zcuda *zc) {
@@ -48,6 +57,8 @@ void zcu_conv_cache_free(zcuda *zc) {
         if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
         if (p->wd) cudnnDestroyFilterDescriptor(p->wd);
         if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
+        if (p->bd) cudnnDestroyTensorDescriptor(p->bd);
+        if (p->ad) cudnnDestroyActivationDescriptor(p->ad);
     }
     free(zc->conv);
     zc->conv = NULL;
@@ -62,6 +73,9 @@ size_t zcu_conv_describe(zcuda *zc, char *buf, size_t n) {
                               (long long)p->B, (long long)p->H, (long long)p->W, (long long)p->Ci, (long long)p->Co,
                               (long long)p->kh, (long long)p->kw, (long long)p->stride, (long long)p->ph,
                               (long long)p->pw, p->mode == 0 ? "cuDNN" : "DIRECT kernel", (int)p->algo, p->ws);
+        if (o < n && p->fuse)
+            o += (size_t)snprintf(buf + o, n - o, "    bias/residual epilogue: %s\n",
+                                  p->fuse == 1 ? "fused (F32 bias)" : p->fuse == 2 ? "fused (bf16 bias)" : "refused by cuDNN");
     }
     return o;
 }
@@ -94,6 +108,9 @@ static zcu_conv_plan *get_plan(zbackend *be, const zcu_conv_plan *key, const voi
     p->wd = NULL;
     p->cd = NULL;
     p->ws = 0;
+    p->fuse = 0;
+    p->bd = NULL;
+    p->ad = NULL;
     int64_t Ho = (key->H + 2 * key->ph - key->kh) / key->stride + 1, Wo = (key->W + 2 * key->pw - key->kw) / key->stride + 1;
     if (cudnnCreateTensorDescriptor(&p->xd) || cudnnCreateTensorDescriptor(&p->yd) ||
         cudnnCreateFilterDescriptor(&p->wd) || cudnnCreateConvolutionDescriptor(&p->cd))
@@ -206,10 +223,70 @@ __global__ void k_conv_direct(void *y, int ydt, const void *x, int xdt, const __
     }
 }
 
+/* ---- fused bias / residual epilogue ------------------------------------------------------ */
+
+static int nofuse(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("ZIMAGE_CUDA_NOFUSE");
+        v = e && *e == '1';
+    }
+    return v;
+}
+
+/* y = conv(x) + res + bias through cudnnConvolutionBiasActivationForward.
+ * Returns 1 if it ran (or recorded an error), 0 if cuDNN refused the
+ * configuration (p->fuse = -1; nothing enqueued). */
+static int conv_fused(zbackend *be, zcu_conv_plan *p, const void *xc, const void *wc, void *ws, const float *bias,
+                      const void *res, void *y) {
+    zcuda *zc = ZC(be);
+    if (!p->ad) {
+        if (cudnnCreateActivationDescriptor(&p->ad) ||
+            cudnnSetActivationDescriptor(p->ad, CUDNN_ACTIVATION_IDENTITY, CUDNN_NOT_PROPAGATE_NAN, 0.0)) {
+            p->fuse = -1;
+            return 0;
+        }
+    }
+    if (!p->bd && cudnnCreateTensorDescriptor(&p->bd)) {
+        p->fuse = -1;
+        return 0;
+    }
+    const float a1 = 1.0f, a2 = res ? 1.0f : 0.0f;
+    for (int mode = p->fuse ? p->fuse : 1; mode <= 2; mode++) {
+        if (cudnnSetTensor4dDescriptor(p->bd, CUDNN_TENSOR_NCHW, mode == 1 ? CUDNN_DATA_FLOAT : CUDNN_DATA_BFLOAT16, 1,
+                                       (int)p->Co, 1, 1))
+            continue;
+        const void *bp = bias;
+        if (mode == 2) {
+            void *bb = zcu_scratch(be, ZCU_SCR_CONVB, (size_t)p->Co * 2);
+            if (!bb) return 1;
+            zcu_convert(be, bb, ZT_BF16, bias, ZT_F32, p->Co);
+            bp = bb;
+        }
+        cudnnStatus_t s = cudnnConvolutionBiasActivationForward(zc->dnn, &a1, p->xd, xc, p->wd, wc, p->cd, p->algo, ws,
+                                                                p->ws, &a2, p->yd, res ? res : y, p->bd, bp, p->ad,
+                                                                p->yd, y);
+        if (s == CUDNN_STATUS_SUCCESS) {
+            p->fuse = mode;
+            return 1;
+        }
+        /* cuDNN 9 statuses are families: 2xxx bad parameter, 3xxx not supported
+         * (e.g. 3xxx NOT_SUPPORTED_DATA_TYPE for an F32 bias): refused, nothing ran */
+        if (!(s >= CUDNN_STATUS_BAD_PARAM && s < CUDNN_STATUS_NOT_SUPPORTED + 1000)) {
+            DNN_OK(be, s);
+            return 1;
+        }
+        if (p->fuse) break; /* a mode that worked before stopped working: give up on fusion */
+    }
+    p->fuse = -1;
+    return 0;
+}
+
 /* ---- the op ------------------------------------------------------------------------------ */
 
-void zcu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
-                int pad_l, int pad_b, int pad_r) {
+/* y = conv(x) + b, and + res when the fused epilogue takes it (*res_done = 1). */
+static void conv_core(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw,
+                      int stride, int pad_t, int pad_l, int pad_b, int pad_r, int *res_done) {
     zcuda *zc = ZC(be);
     int64_t B = x->ne[0], H = x->ne[1], W = x->ne[2], Ci = x->ne[3];
     int64_t Ho = y->ne[1], Wo = y->ne[2], Co = y->ne[3], P = B * Ho * Wo;
@@ -276,6 +353,12 @@ void zcu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int 
         void *ws = NULL;
         if (p->ws && !(ws = zcu_scratch(be, ZCU_SCR_CONVWS, p->ws))) return;
         const float one = 1.0f, zero = 0.0f;
+        int res_ok = !res || (res->dtype == ZT_BF16 && zcu_aligned16(res->data));
+        if (direct_y && bias && res_ok && p->fuse >= 0 && p->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
+            !nofuse() && conv_fused(be, p, xc, wc, ws, bias, res ? res->data : NULL, y->data)) {
+            *res_done = res != NULL;
+            return;
+        }
         cudnnStatus_t s = cudnnConvolutionForward(zc->dnn, &one, p->xd, xc, p->wd, wc, p->cd, p->algo, ws, p->ws,
                                                   &zero, p->yd, yc);
         if (s == CUDNN_STATUS_NOT_SUPPORTED) {
@@ -302,4 +385,21 @@ void zcu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int 
         y->data, y->dtype, x->data, x->dtype, (const __nv_bfloat16 *)w->data, bias, B, H, W, Ci, Ho, Wo, Co, kh, kw,
         stride, pad_t, pad_l);
     LAUNCH_OK(be, "k_conv_direct");
+}
+
+static void conv_impl(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw,
+                      int stride, int pad_t, int pad_l, int pad_b, int pad_r) {
+    int res_done = 0;
+    conv_core(be, y, x, w, b, res, kh, kw, stride, pad_t, pad_l, pad_b, pad_r, &res_done);
+    if (res && !res_done && be->status == ZE_OK) zcu_add(be, y, y, res);
+}
+
+void zcu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
+                int pad_l, int pad_b, int pad_r) {
+    conv_impl(be, y, x, w, b, NULL, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
+}
+
+void zcu_conv2d_add(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw,
+                    int stride, int pad_t, int pad_l, int pad_b, int pad_r) {
+    conv_impl(be, y, x, w, b, res, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
 }

@@ -59,6 +59,7 @@ enum {
     ZCU_SCR_SDPAWS,  /* cuDNN attention workspace                           */
     ZCU_SCR_SDPASEQ, /* cuDNN attention: seq_len_q | seq_len_kv (int32)     */
     ZCU_SCR_RGB8,    /* download_rgb8: the 8-bit image before the copy       */
+    ZCU_SCR_CONVB,   /* conv: bf16 copy of the bias (fused epilogue)         */
     ZCU_SCR_N
 };
 
@@ -274,6 +275,8 @@ void zcu_nchw_to_nhwc(zbackend *be, zt *y, const zt *x);
 void zcu_upsample2x(zbackend *be, zt *y, const zt *x);
 void zcu_conv2d(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
                 int pad_l, int pad_b, int pad_r);
+void zcu_conv2d_add(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, const zt *res, int kh, int kw,
+                    int stride, int pad_t, int pad_l, int pad_b, int pad_r);
 int zcu_fill_random(zbackend *be, zt *t, uint64_t seed, float scale, float offset);
 
 #endif
