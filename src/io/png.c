@@ -216,25 +216,54 @@ typedef struct {
     int err;
 } band_out;
 
-static uint8_t paeth(int a, int b, int c) {
-    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
-    return (uint8_t)(pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
+/* The PNG Paeth predictor, branch-free so the loop below vectorizes:
+ * with p = a + b - c, |p - a| = |b - c|, |p - b| = |a - c|, |p - c| = |(b - c) + (a - c)|. */
+static inline int paeth(int a, int b, int c) {
+    int pb_ = b - c, pa_ = a - c;
+    int pa = abs(pb_), pb = abs(pa_), pc = abs(pa_ + pb_);
+    int r = pb <= pc ? b : c;
+    return pa <= pb && pa <= pc ? a : r;
 }
 
-/* Filter one row with the single filter f (PNG filter type 0..4). */
-static void filter_row(uint8_t *dst, const uint8_t *row, const uint8_t *prev, size_t n, int f) {
+/* Filter one row with the single filter f (PNG filter type 0..4); RGB8, so
+ * the left neighbour is 3 bytes back.  One loop per type (the encoder side
+ * has no dependency between outputs: every loop vectorizes). */
+static void filter_row(uint8_t *restrict dst, const uint8_t *restrict row, const uint8_t *restrict prev, size_t n,
+                       int f) {
     dst[0] = (uint8_t)f;
-    uint8_t *d = dst + 1;
-    for (size_t i = 0; i < n; i++) {
-        int a = i >= 3 ? row[i - 3] : 0, b = prev ? prev[i] : 0, c = (prev && i >= 3) ? prev[i - 3] : 0;
-        int x = row[i];
-        switch (f) {
-        case 0: d[i] = (uint8_t)x; break;
-        case 1: d[i] = (uint8_t)(x - a); break;
-        case 2: d[i] = (uint8_t)(x - b); break;
-        case 3: d[i] = (uint8_t)(x - ((a + b) >> 1)); break;
-        default: d[i] = (uint8_t)(x - paeth(a, b, c)); break;
+    uint8_t *restrict d = dst + 1;
+    size_t h = n < 3 ? n : 3; /* bytes without a left neighbour */
+    switch (f) {
+    case 0: memcpy(d, row, n); return;
+    case 1:
+        memcpy(d, row, h);
+        for (size_t i = 3; i < n; i++) d[i] = (uint8_t)(row[i] - row[i - 3]);
+        return;
+    case 2:
+        if (!prev) {
+            memcpy(d, row, n);
+            return;
         }
+        for (size_t i = 0; i < n; i++) d[i] = (uint8_t)(row[i] - prev[i]);
+        return;
+    case 3:
+        if (!prev) {
+            memcpy(d, row, h);
+            for (size_t i = 3; i < n; i++) d[i] = (uint8_t)(row[i] - (row[i - 3] >> 1));
+            return;
+        }
+        for (size_t i = 0; i < h; i++) d[i] = (uint8_t)(row[i] - (prev[i] >> 1));
+        for (size_t i = 3; i < n; i++) d[i] = (uint8_t)(row[i] - ((row[i - 3] + prev[i]) >> 1));
+        return;
+    default:
+        if (!prev) { /* b = c = 0: the predictor is a (Sub) */
+            memcpy(d, row, h);
+            for (size_t i = 3; i < n; i++) d[i] = (uint8_t)(row[i] - row[i - 3]);
+            return;
+        }
+        for (size_t i = 0; i < h; i++) d[i] = (uint8_t)(row[i] - prev[i]); /* a = c = 0: predictor b */
+        for (size_t i = 3; i < n; i++) d[i] = (uint8_t)(row[i] - paeth(row[i - 3], prev[i], prev[i - 3]));
+        return;
     }
 }
 
