@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -575,6 +576,10 @@ typedef struct {
 
 static void *noise_run(void *arg) {
     noise_job *nj = arg;
+    /* half the cores for the Box-Muller pass: the other half stays free for
+     * the thread that drives the text encoder meanwhile */
+    int nt = omp_get_num_procs() / 2;
+    omp_set_num_threads(nt > 0 ? nt : 1);
     for (int i = 0, j = 0; i < nj->n && !nj->rc; i++) {
         float *dst = nj->lat + (size_t)j * nj->per;
         size_t cnt = nj->per * (size_t)nj->items[i].batch;
@@ -816,7 +821,9 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
     if (rc) goto done;
     if (ctx->be->vt->sync && (rc = ctx->be->vt->sync(ctx->be))) goto done;
     double tdd = ztime_now();
-    if (zt_download_f32(ctx->be, &g->x, *host_lat)) {
+    int want_lat = 0;
+    for (int i = 0; i < n; i++) want_lat |= items[i].out_latents != NULL;
+    if (want_lat && zt_download_f32(ctx->be, &g->x, *host_lat)) {
         rc = ctx->err.code ? ctx->err.code : ZE_BACKEND;
         goto done;
     }
@@ -825,7 +832,7 @@ static int generate_inner(zimage_ctx *ctx, const zimage_params *items, int n, zi
         res[k].timings.step_min = res[0].timings.step_min;
         res[k].timings.step_max = res[0].timings.step_max;
     }
-    for (int i = 0, j = 0; i < n; i++) {
+    for (int i = 0, j = 0; want_lat && i < n; i++) {
         if (items[i].out_latents) memcpy(items[i].out_latents, *host_lat + (size_t)j * per, per * items[i].batch * sizeof(float));
         j += items[i].batch;
     }

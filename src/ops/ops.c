@@ -573,18 +573,24 @@ void zop_unpatchify(zexec *zx, zt *x, const zt *tok, int p) {
     RUN(zx->be->vt->unpatchify(zx->be, x, tok, p));
 }
 
+/* Shapes of a convolution (conv2d, conv2d_add); failures go to zx's status. */
+static void conv_check(zexec *zx, const char *op, const zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw,
+                       int stride, int pad_t, int pad_l, int pad_b, int pad_r) {
+    CHECK(x->ndim == 4 && y->ndim == 4 && w->ndim == 2, "%s: x, y must be NHWC, w [Co, kh*kw*Ci]", op);
+    int64_t ci = x->ne[3], co = y->ne[3];
+    CHECK(w->ne[0] == co && w->ne[1] == kh * kw * ci, "%s: weight [%lld, %lld] does not fit %dx%d %lld->%lld", op,
+          (long long)w->ne[0], (long long)w->ne[1], kh, kw, (long long)ci, (long long)co);
+    CHECK(!b || (zt_numel(b) == co && b->dtype == ZT_F32), "%s: bias must be F32 [%lld]", op, (long long)co);
+    CHECK(stride >= 1, "%s: bad stride", op);
+    int64_t ho = (x->ne[1] + pad_t + pad_b - kh) / stride + 1, wo = (x->ne[2] + pad_l + pad_r - kw) / stride + 1;
+    CHECK(y->ne[0] == x->ne[0] && y->ne[1] == ho && y->ne[2] == wo, "%s: output must be [%lld, %lld, %lld, %lld]", op,
+          (long long)x->ne[0], (long long)ho, (long long)wo, (long long)co);
+}
+
 void zop_conv2d(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, int kh, int kw, int stride, int pad_t,
                 int pad_l, int pad_b, int pad_r) {
     PRE(conv2d);
-    CHECK(x->ndim == 4 && y->ndim == 4 && w->ndim == 2, "conv2d: x, y must be NHWC, w [Co, kh*kw*Ci]");
-    int64_t ci = x->ne[3], co = y->ne[3];
-    CHECK(w->ne[0] == co && w->ne[1] == kh * kw * ci, "conv2d: weight [%lld, %lld] does not fit %dx%d %lld->%lld",
-          (long long)w->ne[0], (long long)w->ne[1], kh, kw, (long long)ci, (long long)co);
-    CHECK(!b || (zt_numel(b) == co && b->dtype == ZT_F32), "conv2d: bias must be F32 [%lld]", (long long)co);
-    CHECK(stride >= 1, "conv2d: bad stride");
-    int64_t ho = (x->ne[1] + pad_t + pad_b - kh) / stride + 1, wo = (x->ne[2] + pad_l + pad_r - kw) / stride + 1;
-    CHECK(y->ne[0] == x->ne[0] && y->ne[1] == ho && y->ne[2] == wo, "conv2d: output must be [%lld, %lld, %lld, %lld]",
-          (long long)x->ne[0], (long long)ho, (long long)wo, (long long)co);
+    conv_check(zx, "conv2d", y, x, w, b, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
     RUN(zx->be->vt->conv2d(zx->be, y, x, w, b, kh, kw, stride, pad_t, pad_l, pad_b, pad_r));
 }
 
@@ -598,16 +604,7 @@ void zop_conv2d_add(zexec *zx, zt *y, const zt *x, const zt *w, const zt *b, con
         zop_add(zx, y, y, res);
         return;
     }
-    CHECK(x->ndim == 4 && y->ndim == 4 && w->ndim == 2, "conv2d_add: x, y must be NHWC, w [Co, kh*kw*Ci]");
-    int64_t ci = x->ne[3], co = y->ne[3];
-    CHECK(w->ne[0] == co && w->ne[1] == kh * kw * ci, "conv2d_add: weight [%lld, %lld] does not fit %dx%d %lld->%lld",
-          (long long)w->ne[0], (long long)w->ne[1], kh, kw, (long long)ci, (long long)co);
-    CHECK(!b || (zt_numel(b) == co && b->dtype == ZT_F32), "conv2d_add: bias must be F32 [%lld]", (long long)co);
-    CHECK(stride >= 1, "conv2d_add: bad stride");
-    int64_t ho = (x->ne[1] + pad_t + pad_b - kh) / stride + 1, wo = (x->ne[2] + pad_l + pad_r - kw) / stride + 1;
-    CHECK(y->ne[0] == x->ne[0] && y->ne[1] == ho && y->ne[2] == wo,
-          "conv2d_add: output must be [%lld, %lld, %lld, %lld]", (long long)x->ne[0], (long long)ho, (long long)wo,
-          (long long)co);
+    conv_check(zx, "conv2d_add", y, x, w, b, kh, kw, stride, pad_t, pad_l, pad_b, pad_r);
     RUN(zx->be->vt->conv2d_add(zx->be, y, x, w, b, res, kh, kw, stride, pad_t, pad_l, pad_b, pad_r));
 }
 

@@ -57,6 +57,31 @@ static zvec_dev vec_dev(zvec v, int64_t rows, int64_t batch) {
 
 #define ROW_REG 2 /* 8-value vectors a thread keeps in registers (vec path) */
 
+/* Eight values of a per-sample vector at element off (16-byte loads when aligned). */
+__device__ __forceinline__ void vec8(const zvec_dev &s, int64_t off, float *out) {
+    if (s.vec) {
+        zld8(s.p, s.dt, off, out);
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = zld(s.p, s.dt, off + i);
+    }
+}
+
+/* The rmsnorm output stage for the 8 values v at column j: ((v*rf)*w)*(1 + s), stored at y[yo]. */
+__device__ __forceinline__ void rms_out8(float *v, float rf, const float *w, int64_t j, const zvec_dev &sc,
+                                         int64_t so, void *y, int ydt, int64_t yo) {
+    float s8[8];
+    if (sc.p) vec8(sc, so + j, s8);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float o = v[i] * rf;
+        if (w) o = o * w[j + i];
+        if (sc.p) o = o * (1.0f + s8[i]);
+        v[i] = o;
+    }
+    zst8(y, ydt, yo + j, v);
+}
+
 /* mode 0 rmsnorm, 1 layernorm.  vec (rmsnorm only): D % 8 == 0, aligned rows,
  * D <= ROW_REG * 8 * blockDim: the row stays in registers between the passes. */
 __global__ void k_rowafter(void *y, int ydt, const void *x, int xdt, int64_t D, const float *w, const float *bias,
@@ -82,24 +107,7 @@ __global__ void k_rowafter(void *y, int ydt, const void *x, int xdt, int64_t D, 
 #pragma unroll
         for (int k = 0; k < ROW_REG; k++) {
             int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-            if (j >= D) continue;
-            float s8[8];
-            if (sc.p) {
-                if (sc.vec) {
-                    zld8(sc.p, sc.dt, so + j, s8);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 8; i++) s8[i] = zld(sc.p, sc.dt, so + j + i);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float o = v[k][i] * rf;
-                if (wv) o = o * wv[j + i];
-                if (sc.p) o = o * (1.0f + s8[i]);
-                v[k][i] = o;
-            }
-            zst8(y, ydt, xo + j, v[k]);
+            if (j < D) rms_out8(v[k], rf, wv, j, sc, so, y, ydt, xo);
         }
         return;
     }
@@ -172,47 +180,62 @@ void zcu_layernorm(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b, z
 
 /* ---- norm_gate_add -------------------------------------------------------------------- */
 
+/* Value as stored in a tensor of dtype dt (what a later load would return). */
+__device__ __forceinline__ float zround(int dt, float v) {
+    if (dt == ZT_BF16) return __bfloat162float(__float2bfloat16(v));
+    if (dt == ZT_F16) return __half2float(__float2half(v));
+    return v;
+}
+
+/* norm_gate_add on row r (offset o), vector path: y stays in registers
+ * between the two passes; on return v holds the updated row of x as stored
+ * (rounded to x's dtype).
+ * (Loading x together with y, before the reduction, measured slower in the
+ * fused kernel: 0.095 vs 0.079 ms at 4224x3840 on an H200 - the extra
+ * registers cost occupancy.) */
+__device__ __forceinline__ void nga_row8(void *x, int xdt, const void *y, int ydt, int64_t D, const float *w,
+                                         const zvec_dev &g, int64_t go, float eps, int64_t o, float (*v)[8],
+                                         float *red) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < ROW_REG; k++) {
+        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
+        if (j < D) {
+            zld8(y, ydt, o + j, v[k]);
+#pragma unroll
+            for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
+        }
+    }
+    ss = zblock_sum(ss, red);
+    float rf = 1.0f / sqrtf(ss / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < ROW_REG; k++) {
+        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
+        if (j >= D) continue;
+        float xv[8], g8[8];
+        zld8(x, xdt, o + j, xv);
+        if (g.p) vec8(g, go + j, g8);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float t = v[k][i] * rf;
+            if (w) t = t * w[j + i];
+            if (g.p) t = tanhf(g8[i]) * t;
+            xv[i] = xv[i] + t;
+        }
+        zst8(x, xdt, o + j, xv);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[k][i] = zround(xdt, xv[i]);
+    }
+}
+
 __global__ void k_norm_gate_add(void *x, int xdt, const void *y, int ydt, int64_t D, const float *w, zvec_dev g,
                                 float eps, int vec) {
     __shared__ float red[32];
     int64_t r = blockIdx.x, o = r * D;
     int64_t go = g.p ? (r / g.per) * g.stride + g.off : 0;
-    if (vec) { /* y stays in registers between the passes */
-        float v[ROW_REG][8], ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < ROW_REG; k++) {
-            int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-            if (j < D) {
-                zld8(y, ydt, o + j, v[k]);
-#pragma unroll
-                for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
-            }
-        }
-        ss = zblock_sum(ss, red);
-        float rf = 1.0f / sqrtf(ss / (float)D + eps);
-#pragma unroll
-        for (int k = 0; k < ROW_REG; k++) {
-            int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-            if (j >= D) continue;
-            float xv[8], g8[8];
-            zld8(x, xdt, o + j, xv);
-            if (g.p) {
-                if (g.vec) {
-                    zld8(g.p, g.dt, go + j, g8);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 8; i++) g8[i] = zld(g.p, g.dt, go + j + i);
-                }
-            }
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float t = v[k][i] * rf;
-                if (w) t = t * w[j + i];
-                if (g.p) t = tanhf(g8[i]) * t;
-                xv[i] = xv[i] + t;
-            }
-            zst8(x, xdt, o + j, xv);
-        }
+    if (vec) {
+        float v[ROW_REG][8];
+        nga_row8(x, xdt, y, ydt, D, w, g, go, eps, o, v, red);
         return;
     }
     float ss = 0.0f;
@@ -242,12 +265,6 @@ void zcu_norm_gate_add(zbackend *be, zt *x, const zt *y, const zt *w, zvec gate,
 
 /* ---- norm_gate_add + the next pre-norm ------------------------------------------------ */
 
-/* Value as stored in a tensor of dtype dt (what a later load would return). */
-__device__ __forceinline__ float zround(int dt, float v) {
-    if (dt == ZT_BF16) return __bfloat162float(__float2bfloat16(v));
-    if (dt == ZT_F16) return __half2float(__float2half(v));
-    return v;
-}
 
 /* Vector path only (rows_vec_ok for x, y and h; D <= ROW_REG*8*1024): the
  * k_norm_gate_add update, then the updated row (kept in registers) goes
@@ -260,47 +277,14 @@ __global__ void k_norm_gate_add_norm(void *x, int xdt, const void *y, int ydt, v
     int64_t r = blockIdx.x, o = r * D;
     int64_t go = g.p ? (r / g.per) * g.stride + g.off : 0;
     int64_t so = sc.p ? (r / sc.per) * sc.stride + sc.off : 0;
-    /* (loading x together with y, before the first reduction, measured slower:
-     * 0.095 vs 0.079 ms at 4224x3840 on an H200 - the extra registers cost
-     * occupancy) */
-    float v[ROW_REG][8], ss = 0.0f;
+    float v[ROW_REG][8], ss2 = 0.0f;
+    nga_row8(x, xdt, y, ydt, D, w, g, go, eps, o, v, red);
 #pragma unroll
     for (int k = 0; k < ROW_REG; k++) {
         int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
         if (j < D) {
-            zld8(y, ydt, o + j, v[k]);
 #pragma unroll
-            for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
-        }
-    }
-    ss = zblock_sum(ss, red);
-    float rf = 1.0f / sqrtf(ss / (float)D + eps), ss2 = 0.0f;
-#pragma unroll
-    for (int k = 0; k < ROW_REG; k++) {
-        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-        if (j >= D) continue;
-        float xv[8], g8[8];
-        zld8(x, xdt, o + j, xv);
-        if (g.p) {
-            if (g.vec) {
-                zld8(g.p, g.dt, go + j, g8);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; i++) g8[i] = zld(g.p, g.dt, go + j + i);
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float t = v[k][i] * rf;
-            if (w) t = t * w[j + i];
-            if (g.p) t = tanhf(g8[i]) * t;
-            xv[i] = xv[i] + t;
-        }
-        zst8(x, xdt, o + j, xv);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            v[k][i] = zround(xdt, xv[i]);
-            ss2 += v[k][i] * v[k][i];
+            for (int i = 0; i < 8; i++) ss2 += v[k][i] * v[k][i];
         }
     }
     ss2 = zblock_sum(ss2, red);
@@ -308,24 +292,7 @@ __global__ void k_norm_gate_add_norm(void *x, int xdt, const void *y, int ydt, v
 #pragma unroll
     for (int k = 0; k < ROW_REG; k++) {
         int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-        if (j >= D) continue;
-        float s8[8];
-        if (sc.p) {
-            if (sc.vec) {
-                zld8(sc.p, sc.dt, so + j, s8);
-            } else {
-#pragma unroll
-                for (int i = 0; i < 8; i++) s8[i] = zld(sc.p, sc.dt, so + j + i);
-            }
-        }
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            float t = v[k][i] * rf2;
-            if (w2) t = t * w2[j + i];
-            if (sc.p) t = t * (1.0f + s8[i]);
-            v[k][i] = t;
-        }
-        zst8(h, hdt, o + j, v[k]);
+        if (j < D) rms_out8(v[k], rf2, w2, j, sc, so, h, hdt, o);
     }
 }
 
