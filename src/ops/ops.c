@@ -317,9 +317,9 @@ static int vec_ok(zvec v, int64_t batch, int64_t n) {
  * runs (outside a graph capture) is followed by a backend sync (where the
  * backend has one: CPU ops are synchronous) and its wall
  * time is added to a "phase/op" row; the table goes to stderr at exit.  The
- * sync makes each row include one launch latency (~5-10 us on CUDA).  Use it
- * with ZIMAGE_NO_GRAPHS=1 (the pipeline then does not capture graphs).  One
- * thread at a time (the profile is process-wide). */
+ * sync makes each row include one launch latency (~5-10 us on CUDA).  The
+ * pipeline does not capture graphs while profiling (ops recorded into a graph
+ * are not timed).  One thread at a time (the profile is process-wide). */
 #define PROF_ROWS 128
 typedef struct {
     char key[48];

@@ -382,6 +382,15 @@ static void cu_destroy(zbackend *be) {
 
 static zbackend_vt g_vt;
 
+int zcu_nofuse(void) {
+    static int v = -1;
+    if (v < 0) {
+        const char *e = getenv("ZIMAGE_CUDA_NOFUSE");
+        v = e && *e == '1';
+    }
+    return v;
+}
+
 static void init_vt(void) {
     zbackend_vt *v = &g_vt;
     v->name = "cuda";
@@ -397,10 +406,9 @@ static void init_vt(void) {
     v->rmsnorm = zcu_rmsnorm;
     v->layernorm = zcu_layernorm;
     v->norm_gate_add = zcu_norm_gate_add;
-    /* ZIMAGE_CUDA_NOFUSE=1: the unfused pair (for A/B timings) */
-    const char *nf = getenv("ZIMAGE_CUDA_NOFUSE");
-    v->norm_gate_add_norm = nf && *nf == '1' ? NULL : zcu_norm_gate_add_norm;
-    v->conv2d_add = nf && *nf == '1' ? NULL : zcu_conv2d_add;
+    /* ZIMAGE_CUDA_NOFUSE=1: ops.c runs the unfused pairs (for A/B timings) */
+    v->norm_gate_add_norm = zcu_nofuse() ? NULL : zcu_norm_gate_add_norm;
+    v->conv2d_add = zcu_nofuse() ? NULL : zcu_conv2d_add;
     v->download_rgb8 = zcu_download_rgb8;
     v->groupnorm = zcu_groupnorm;
     v->qkv_norm_rope = zcu_qkv_norm_rope;

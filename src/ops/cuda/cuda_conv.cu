@@ -225,15 +225,6 @@ __global__ void k_conv_direct(void *y, int ydt, const void *x, int xdt, const __
 
 /* ---- fused bias / residual epilogue ------------------------------------------------------ */
 
-static int nofuse(void) {
-    static int v = -1;
-    if (v < 0) {
-        const char *e = getenv("ZIMAGE_CUDA_NOFUSE");
-        v = e && *e == '1';
-    }
-    return v;
-}
-
 /* y = conv(x) + res + bias through cudnnConvolutionBiasActivationForward.
  * Returns 1 if it ran (or recorded an error), 0 if cuDNN refused the
  * configuration (p->fuse = -1; nothing enqueued). */
@@ -355,7 +346,7 @@ static void conv_core(zbackend *be, zt *y, const zt *x, const zt *w, const zt *b
         const float one = 1.0f, zero = 0.0f;
         int res_ok = !res || (res->dtype == ZT_BF16 && zcu_aligned16(res->data));
         if (direct_y && bias && res_ok && p->fuse >= 0 && p->algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM &&
-            !nofuse() && conv_fused(be, p, xc, wc, ws, bias, res ? res->data : NULL, y->data)) {
+            !zcu_nofuse() && conv_fused(be, p, xc, wc, ws, bias, res ? res->data : NULL, y->data)) {
             *res_done = res != NULL;
             return;
         }

@@ -130,6 +130,8 @@ int zcu_ok_dnn(zbackend *be, cudnnStatus_t s, const char *file, int line, const 
 /* Grow-once scratch buffer of at least `bytes` (256-byte aligned); NULL after
  * a failure (recorded on be). */
 void *zcu_scratch(zbackend *be, int slot, size_t bytes);
+/* 1 if ZIMAGE_CUDA_NOFUSE=1 (the fused ops and the conv epilogue are off, for A/B timings). */
+int zcu_nofuse(void);
 /* Blocks for a grid-stride launch over n items with `threads` per block. */
 unsigned zcu_blocks(zbackend *be, int64_t n, int threads);
 /* Convert n values between device buffers (dtypes may differ; no overlap). */

@@ -82,6 +82,33 @@ __device__ __forceinline__ void rms_out8(float *v, float rf, const float *w, int
     zst8(y, ydt, yo + j, v);
 }
 
+/* 1/sqrt(mean(v^2) + eps) of a row held in registers (this thread's 8-value
+ * slots k, columns (tid + k*blockDim)*8 < D), reduced over the block. */
+__device__ __forceinline__ float row_rms(float (*v)[8], int64_t D, float eps, float *red) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < ROW_REG; k++) {
+        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
+        if (j < D) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
+        }
+    }
+    ss = zblock_sum(ss, red);
+    return 1.0f / sqrtf(ss / (float)D + eps);
+}
+
+/* Load row o of x into the thread's slots and return its row_rms. */
+__device__ __forceinline__ float row_load_rms(const void *x, int xdt, int64_t o, int64_t D, float eps, float (*v)[8],
+                                              float *red) {
+#pragma unroll
+    for (int k = 0; k < ROW_REG; k++) {
+        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
+        if (j < D) zld8(x, xdt, o + j, v[k]);
+    }
+    return row_rms(v, D, eps, red);
+}
+
 /* mode 0 rmsnorm, 1 layernorm.  vec (rmsnorm only): D % 8 == 0, aligned rows,
  * D <= ROW_REG * 8 * blockDim: the row stays in registers between the passes. */
 __global__ void k_rowafter(void *y, int ydt, const void *x, int xdt, int64_t D, const float *w, const float *bias,
@@ -92,18 +119,8 @@ __global__ void k_rowafter(void *y, int ydt, const void *x, int xdt, int64_t D, 
     const float *wv = w, *bv = bias;
     int64_t so = sc.p ? (r / sc.per) * sc.stride + sc.off : 0;
     if (vec) {
-        float v[ROW_REG][8], ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < ROW_REG; k++) {
-            int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-            if (j < D) {
-                zld8(x, xdt, xo + j, v[k]);
-#pragma unroll
-                for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
-            }
-        }
-        ss = zblock_sum(ss, red);
-        float rf = 1.0f / sqrtf(ss / (float)D + eps);
+        float v[ROW_REG][8];
+        float rf = row_load_rms(x, xdt, xo, D, eps, v, red);
 #pragma unroll
         for (int k = 0; k < ROW_REG; k++) {
             int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
@@ -196,18 +213,7 @@ __device__ __forceinline__ float zround(int dt, float v) {
 __device__ __forceinline__ void nga_row8(void *x, int xdt, const void *y, int ydt, int64_t D, const float *w,
                                          const zvec_dev &g, int64_t go, float eps, int64_t o, float (*v)[8],
                                          float *red) {
-    float ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < ROW_REG; k++) {
-        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-        if (j < D) {
-            zld8(y, ydt, o + j, v[k]);
-#pragma unroll
-            for (int i = 0; i < 8; i++) ss += v[k][i] * v[k][i];
-        }
-    }
-    ss = zblock_sum(ss, red);
-    float rf = 1.0f / sqrtf(ss / (float)D + eps);
+    float rf = row_load_rms(y, ydt, o, D, eps, v, red);
 #pragma unroll
     for (int k = 0; k < ROW_REG; k++) {
         int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
@@ -277,18 +283,9 @@ __global__ void k_norm_gate_add_norm(void *x, int xdt, const void *y, int ydt, v
     int64_t r = blockIdx.x, o = r * D;
     int64_t go = g.p ? (r / g.per) * g.stride + g.off : 0;
     int64_t so = sc.p ? (r / sc.per) * sc.stride + sc.off : 0;
-    float v[ROW_REG][8], ss2 = 0.0f;
+    float v[ROW_REG][8];
     nga_row8(x, xdt, y, ydt, D, w, g, go, eps, o, v, red);
-#pragma unroll
-    for (int k = 0; k < ROW_REG; k++) {
-        int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
-        if (j < D) {
-#pragma unroll
-            for (int i = 0; i < 8; i++) ss2 += v[k][i] * v[k][i];
-        }
-    }
-    ss2 = zblock_sum(ss2, red);
-    float rf2 = 1.0f / sqrtf(ss2 / (float)D + eps);
+    float rf2 = row_rms(v, D, eps, red);
 #pragma unroll
     for (int k = 0; k < ROW_REG; k++) {
         int64_t j = ((int64_t)threadIdx.x + (int64_t)k * blockDim.x) * 8;
