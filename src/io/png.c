@@ -204,7 +204,8 @@ static __attribute__((noinline)) int encode_core(png_job *j) {
  * aligned, no BFINAL, no dictionary carried over), the last band with
  * Z_FINISH.  Concatenated behind a zlib header and followed by the combined
  * Adler-32, the bands form one valid zlib stream (what pigz does), which is
- * written as IDAT chunks with the PNG framing below.  The output decodes to
+ * written as IDAT chunks of 256 KiB (CRCs computed in parallel) with the PNG
+ * framing below.  The output decodes to
  * the same pixels as the libpng path; only the compressed bytes differ.
  * ---------------------------------------------------------------------- */
 
@@ -309,17 +310,27 @@ static void put32(uint8_t *p, uint32_t v) {
     p[3] = (uint8_t)v;
 }
 
-/* Append one chunk (length, type, data, CRC) to m. */
-static int put_chunk(membuf *m, const char *type, const uint8_t *data, size_t n) {
+/* CRC-32 of a chunk: over its type and data. */
+static uLong chunk_crc(const char *type, const uint8_t *data, size_t n) {
+    uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)type, 4);
+    return n ? crc32(crc, data, (uInt)n) : crc;
+}
+
+/* Append one chunk (length, type, data, CRC) to m, its CRC already computed. */
+static int put_chunk_crc(membuf *m, const char *type, const uint8_t *data, size_t n, uLong crc) {
     uint8_t hdr[8];
     put32(hdr, (uint32_t)n);
     memcpy(hdr + 4, type, 4);
-    uLong crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)type, 4);
-    if (n) crc = crc32(crc, data, (uInt)n);
     uint8_t tail[4];
     put32(tail, (uint32_t)crc);
     return mb_append(m, hdr, 8) || (n && mb_append(m, data, n)) || mb_append(m, tail, 4);
 }
+
+static int put_chunk(membuf *m, const char *type, const uint8_t *data, size_t n) {
+    return put_chunk_crc(m, type, data, n, chunk_crc(type, data, n));
+}
+
+#define IDAT_MAX (256u << 10) /* IDAT chunk size: their CRCs are computed in parallel */
 
 static int encode_parallel(const uint8_t *rgb, int width, int height, const char *latin, const char *utf8,
                            const zpng_opts *o, membuf *m) {
@@ -388,9 +399,21 @@ static int encode_parallel(const uint8_t *rgb, int width, int height, const char
             }
             put32(zbuf + k, (uint32_t)ad);
             k += 4;
-            for (size_t off = 0; off < k && !rc; off += 1 << 20) {
-                size_t len = k - off < (1u << 20) ? k - off : (1u << 20);
-                if (put_chunk(m, "IDAT", zbuf + off, len)) rc = ZE_NOMEM;
+            int nc = (int)((k + IDAT_MAX - 1) / IDAT_MAX);
+            uLong *crc = malloc(sizeof *crc * (size_t)nc);
+            if (!crc) rc = ZE_NOMEM;
+            else {
+                /* a serial CRC over 3 MB of noise-like data was ~1.5 ms on the GPU machine's cores */
+#pragma omp parallel for num_threads(nb) schedule(static, 1) if (nc > 1)
+                for (int c = 0; c < nc; c++) {
+                    size_t off = (size_t)c * IDAT_MAX, len = k - off < IDAT_MAX ? k - off : IDAT_MAX;
+                    crc[c] = chunk_crc("IDAT", zbuf + off, len);
+                }
+                for (int c = 0; c < nc && !rc; c++) {
+                    size_t off = (size_t)c * IDAT_MAX, len = k - off < IDAT_MAX ? k - off : IDAT_MAX;
+                    if (put_chunk_crc(m, "IDAT", zbuf + off, len, crc[c])) rc = ZE_NOMEM;
+                }
+                free(crc);
             }
             free(zbuf);
         }

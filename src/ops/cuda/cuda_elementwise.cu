@@ -69,35 +69,46 @@ void zcu_add(zbackend *be, zt *y, const zt *a, const zt *b) { ew(be, y, a, b, 1,
 void zcu_axpby(zbackend *be, zt *y, float a, const zt *x, float b) { ew(be, y, x, y, 2, a, b); }
 void zcu_affine(zbackend *be, zt *y, const zt *x, float a, float b) { ew(be, y, x, NULL, 3, a, b); }
 
-/* y[r, j] = silu(gu[r, j]) * gu[r, F + j] */
-__global__ void k_silu_mul(void *y, int ydt, const void *gu, int gdt, int64_t R, int64_t F, int vec) {
-    int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    int64_t i0 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec) {
-        int64_t F8 = F / 8;
+/* y[r, j] = silu(gu[r, j]) * gu[r, F + j]
+ * Vector path (bf16 output, 16-byte aligned, F % 8 == 0): grid (column
+ * blocks, row blocks), one 8-value vector of the gate and of the up half per
+ * thread and row, no index division; silu with the fast exp/reciprocal
+ * (rel. error ~1e-6, far below the bf16 rounding of the result; 64-bit index
+ * division and IEEE expf/division made v1 issue-bound: 0.080 ms at
+ * 4224x20480 on an H200, 3.2 TB/s).  Other cases: grid-stride, exact silu1. */
+__global__ void k_silu_mul_vec(__nv_bfloat16 *y, const void *gu, int gdt, int64_t R, int64_t F) {
+    const int64_t j = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (j >= F) return;
+    for (int64_t r = blockIdx.y; r < R; r += gridDim.y) {
         float g[8], u[8];
-        for (int64_t i = i0; i < R * F8; i += stride) {
-            int64_t r = i / F8, j = (i % F8) * 8;
-            zld8(gu, gdt, r * 2 * F + j, g);
-            zld8(gu, gdt, r * 2 * F + F + j, u);
+        zld8(gu, gdt, r * 2 * F + j, g);
+        zld8(gu, gdt, r * 2 * F + F + j, u);
 #pragma unroll
-            for (int k = 0; k < 8; k++) g[k] = silu1(g[k]) * u[k];
-            zst8(y, ydt, r * F + j, g);
-        }
-    } else {
-        for (int64_t i = i0; i < R * F; i += stride) {
-            int64_t r = i / F, j = i % F;
-            zst(y, ydt, i, silu1(zld(gu, gdt, r * 2 * F + j)) * zld(gu, gdt, r * 2 * F + F + j));
-        }
+        for (int k = 0; k < 8; k++) g[k] = __fdividef(g[k], 1.0f + __expf(-g[k])) * u[k];
+        zst8(y, ZT_BF16, r * F + j, g);
+    }
+}
+
+__global__ void k_silu_mul(void *y, int ydt, const void *gu, int gdt, int64_t R, int64_t F) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < R * F; i += stride) {
+        int64_t r = i / F, j = i % F;
+        zst(y, ydt, i, silu1(zld(gu, gdt, r * 2 * F + j)) * zld(gu, gdt, r * 2 * F + F + j));
     }
 }
 
 void zcu_silu_mul(zbackend *be, zt *y, const zt *gu) {
     int64_t R = zt_rows(y), F = zt_cols(y);
     if (R * F == 0) return;
-    int vec = F % 8 == 0 && zcu_aligned16(y->data) && zcu_aligned16(gu->data);
-    k_silu_mul<<<zcu_blocks(be, vec ? R * F / 8 : R * F, 256), 256, 0, ZC(be)->stream>>>(y->data, y->dtype, gu->data,
-                                                                                       gu->dtype, R, F, vec);
+    if (y->dtype == ZT_BF16 && gu->dtype != ZT_F32 && F % 8 == 0 && zcu_aligned16(y->data) &&
+        zcu_aligned16(gu->data)) {
+        int64_t cb = (F / 8 + 127) / 128;
+        dim3 grid((unsigned)cb, (unsigned)(R < 65535 ? R : 65535));
+        k_silu_mul_vec<<<grid, 128, 0, ZC(be)->stream>>>((__nv_bfloat16 *)y->data, gu->data, gu->dtype, R, F);
+        LAUNCH_OK(be, "k_silu_mul_vec");
+        return;
+    }
+    k_silu_mul<<<zcu_blocks(be, R * F, 256), 256, 0, ZC(be)->stream>>>(y->data, y->dtype, gu->data, gu->dtype, R, F);
     LAUNCH_OK(be, "k_silu_mul");
 }
 

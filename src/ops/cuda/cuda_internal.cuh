@@ -60,6 +60,7 @@ enum {
     ZCU_SCR_SDPASEQ, /* cuDNN attention: seq_len_q | seq_len_kv (int32)     */
     ZCU_SCR_RGB8,    /* download_rgb8: the 8-bit image before the copy       */
     ZCU_SCR_CONVB,   /* conv: bf16 copy of the bias (fused epilogue)         */
+    ZCU_SCR_GATE,    /* norm_gate_add(_norm): tanh of the gate vectors        */
     ZCU_SCR_N
 };
 
