@@ -7,7 +7,8 @@
  *     zbackend_fail(be, ZE_BACKEND, "file:line call: error string") - nothing
  *     here aborts or exits;
  *   - device load/store helpers for F32 / BF16 / F16 chosen by a runtime dtype
- *     (zld/zst one value, zld8/zst8 eight values = one 16-byte vector of bf16);
+ *     (zld/zst one value, zld8/zst8 eight values = one 16-byte vector of bf16,
+ *     zld4/zst4 four);
  *   - the internal GEMM (zcu_gemm, cuda_matmul.cu) used by matmul, conv2d
  *     (1x1) and the chunked attention path;
  *   - the prototypes of every op the vtable points at.
@@ -232,6 +233,42 @@ __device__ __forceinline__ void zst8(void *p, int dt, int64_t i, const float *v)
         }
         ((uint4 *)p)[i / 8] = make_uint4(w[0], w[1], w[2], w[3]);
     }
+}
+
+/* Four values at element i (i % 4 == 0, aligned): one 16-byte (F32) or 8-byte load / store. */
+__device__ __forceinline__ void zld4(const void *p, int dt, int64_t i, float *v) {
+    if (dt == ZT_F32) {
+        float4 a = ((const float4 *)p)[i / 4];
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+        return;
+    }
+    uint2 u = ((const uint2 *)p)[i / 4];
+    const uint32_t w[2] = {u.x, u.y};
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        float2 f = dt == ZT_BF16 ? __bfloat1622float2(*(const __nv_bfloat162 *)&w[j])
+                                 : __half22float2(*(const __half2 *)&w[j]);
+        v[2 * j] = f.x, v[2 * j + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void zst4(void *p, int dt, int64_t i, const float *v) {
+    if (dt == ZT_F32) {
+        ((float4 *)p)[i / 4] = make_float4(v[0], v[1], v[2], v[3]);
+        return;
+    }
+    uint32_t w[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        if (dt == ZT_BF16) {
+            __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * j], v[2 * j + 1]);
+            w[j] = *(uint32_t *)&h;
+        } else {
+            __half2 h = __floats2half2_rn(v[2 * j], v[2 * j + 1]);
+            w[j] = *(uint32_t *)&h;
+        }
+    }
+    ((uint2 *)p)[i / 4] = make_uint2(w[0], w[1]);
 }
 
 /* Sum over a block (blockDim.x a multiple of 32, <= 1024); every thread gets
